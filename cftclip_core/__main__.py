@@ -1,0 +1,5 @@
+import sys
+
+from cftclip_core.cli import main
+
+sys.exit(main())

@@ -1,0 +1,348 @@
+"""Dataset tables in the NewsTT layout: read and write CSV, JSONL and Parquet.
+
+A table has one row per thumbnail/text pair with columns ``id``, ``image`` (a path relative to the
+table's folder, or an http(s) URL), ``title``, ``summary``, and optionally ``label`` (0/1, 1 = the
+thumbnail shows an actor of the event) and ``split``. Extra columns are kept in ``Record.extra``.
+
+Every row is validated and all problems are reported together, with row numbers, so a user can fix
+a file in one pass. A file with problems loads nothing unless the caller asks to skip bad rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+
+import pandas as pd
+
+from cftclip_core.errors import DataError
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("id", "image", "title", "summary")
+OPTIONAL_COLUMNS = ("label", "split")
+TEXT_FIELDS = ("title", "summary")
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+MAX_PROBLEMS_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class Record:
+    """One thumbnail/text pair."""
+
+    id: str
+    image: str
+    title: str
+    summary: str
+    label: int | None = None
+    split: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def text(self, field_name: str) -> str:
+        """The text scored for this item: ``title`` or ``summary``."""
+        check_text_field(field_name)
+        return getattr(self, field_name)
+
+    @property
+    def image_is_url(self) -> bool:
+        return is_url(self.image)
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    row: int  # 1-based data row number as a user sees it (header excluded)
+    column: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}, column '{self.column}': {self.reason}"
+
+
+@dataclass
+class Table:
+    """A validated table. ``base_dir`` is where relative image paths start."""
+
+    records: list[Record]
+    base_dir: Path
+    source: Path | None = None
+    skipped: list[RowProblem] = field(default_factory=list)
+
+    def image_path(self, record: Record) -> Path:
+        """Absolute path of a record's local image (URLs have none)."""
+        if record.image_is_url:
+            raise DataError(f"Item '{record.id}' has an image URL, not a file; fetch it first.")
+        return self.base_dir / record.image
+
+    @property
+    def has_labels(self) -> bool:
+        return any(r.label is not None for r in self.records)
+
+    def split_records(self, split: str) -> list[Record]:
+        return [r for r in self.records if r.split == split]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def is_url(value: str) -> bool:
+    return value.lower().startswith(("http://", "https://"))
+
+
+def check_text_field(name: str) -> None:
+    if name not in TEXT_FIELDS:
+        raise DataError(f"Unknown text field '{name}': choose one of {', '.join(TEXT_FIELDS)}.")
+
+
+def read_table(
+    path: str | Path,
+    *,
+    skip_bad_rows: bool = False,
+    check_images: bool = True,
+    allow_pickle: bool = False,
+) -> Table:
+    """Read and validate a table file.
+
+    ``check_images`` also checks that each local image file exists inside the table's folder.
+    Pickled DataFrames (the original code's format) are read only with ``allow_pickle=True``:
+    unpickling runs code from the file, so only ever pass it for files you made yourself.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"No table file at '{path}': check the path.")
+    frame = _read_frame(path, allow_pickle=allow_pickle)
+    return table_from_frame(
+        frame, base_dir=path.parent, source=path, skip_bad_rows=skip_bad_rows, check_images=check_images
+    )
+
+
+def table_from_frame(
+    frame: pd.DataFrame,
+    *,
+    base_dir: Path,
+    source: Path | None = None,
+    skip_bad_rows: bool = False,
+    check_images: bool = True,
+) -> Table:
+    """Validate an in-memory frame (e.g. an upload) the same way as a file."""
+    name = str(source) if source else "the table"
+    frame = frame.rename(columns=lambda c: str(c).strip().lower())
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{name} lacks the column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns)) or 'none'}. "
+            f"A table needs {', '.join(REQUIRED_COLUMNS)} (and optionally label, split)."
+        )
+    if frame.columns.duplicated().any():
+        dupes = sorted(set(frame.columns[frame.columns.duplicated()]))
+        raise DataError(f"{name} has the column(s) {', '.join(dupes)} more than once; keep one of each.")
+    if frame.empty:
+        raise DataError(f"{name} has no rows; add at least one item.")
+
+    base_dir = base_dir.resolve()
+    records: list[Record] = []
+    problems: list[RowProblem] = []
+    seen_ids: dict[str, int] = {}
+    extra_columns = [c for c in frame.columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    for number, row in enumerate(frame.to_dict("records"), start=1):
+        row_problems: list[RowProblem] = []
+        record = _parse_row(number, row, extra_columns, base_dir, check_images, row_problems)
+        if record is not None:
+            first = seen_ids.get(record.id)
+            if first is not None:
+                row_problems.append(RowProblem(number, "id", f"duplicate id '{record.id}' (first in row {first})"))
+            else:
+                seen_ids[record.id] = number
+        if row_problems:
+            problems.extend(row_problems)
+        elif record is not None:
+            records.append(record)
+
+    if problems and not skip_bad_rows:
+        raise DataError(_problem_message(name, problems))
+    if problems:
+        log.warning("Skipped %d bad row(s) of %s", len({p.row for p in problems}), name)
+    if not records:
+        raise DataError(f"{name} has no valid rows; fix the problems listed and load it again.")
+    return Table(records=records, base_dir=base_dir, source=source, skipped=problems)
+
+
+def write_table(records: Iterable[Record], path: str | Path) -> Path:
+    """Write records in the format named by the file's suffix."""
+    path = Path(path)
+    kind = _kind_for(path)
+    rows = []
+    for r in records:
+        row = {"id": r.id, "image": r.image, "title": r.title, "summary": r.summary, "label": r.label, "split": r.split}
+        row.update(r.extra)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if "label" in frame:
+        frame["label"] = frame["label"].astype("Int64")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "csv":
+        frame.to_csv(path, index=False)
+    elif kind == "jsonl":
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+def problems_table(problems: list[RowProblem]) -> pd.DataFrame:
+    """Problems as a frame, for display."""
+    return pd.DataFrame([{"row": p.row, "column": p.column, "problem": p.reason} for p in problems])
+
+
+def _kind_for(path: Path) -> str:
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(
+            f"Cannot tell the format of '{path.name}': use a .csv, .jsonl or .parquet file."
+        )
+    return kind
+
+
+def _read_frame(path: Path, *, allow_pickle: bool) -> pd.DataFrame:
+    if path.suffix.lower() in (".pkl", ".pickle"):
+        if not allow_pickle:
+            raise DataError(
+                f"'{path.name}' is a pickle file; loading one runs code from it. Convert it to CSV, JSONL "
+                "or Parquet, or, only for a file you made yourself, pass --trust-pickle on the command line."
+            )
+        with path.open("rb") as handle:
+            frame = pickle.load(handle)  # noqa: S301 - explicit trust flag, command line only
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(f"'{path.name}' holds a {type(frame).__name__}, not a pandas DataFrame.")
+        return frame
+    kind = _kind_for(path)
+    try:
+        if kind == "csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        if kind == "jsonl":
+            return _read_jsonl(path)
+        return pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"'{path.name}' is not UTF-8 text (byte {exc.start} cannot be decoded). Save it as UTF-8 "
+            "(e.g. in a spreadsheet: 'CSV UTF-8'; or `iconv -f latin1 -t utf-8`) and load it again."
+        ) from None
+    except DataError:
+        raise
+    except Exception as exc:  # pandas/pyarrow raise many types for malformed files
+        raise DataError(f"Cannot read '{path.name}' as {kind.upper()}: {exc}. Check the file's format.") from None
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"'{path.name}' line {number} is not valid JSON ({exc.msg}); fix that line.") from None
+            if not isinstance(value, dict):
+                raise DataError(f"'{path.name}' line {number} is not a JSON object; each line must be one item.")
+            rows.append(value)
+    return pd.DataFrame(rows)
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    try:
+        return bool(pd.isna(value)) if not isinstance(value, (list, dict, str)) else False
+    except (TypeError, ValueError):
+        return False
+
+
+def _text(value: Any) -> str | None:
+    if _is_missing(value):
+        return None
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    return None
+
+
+def _parse_row(
+    number: int,
+    row: dict[str, Any],
+    extra_columns: list[str],
+    base_dir: Path,
+    check_images: bool,
+    problems: list[RowProblem],
+) -> Record | None:
+    def need_text(column: str) -> str:
+        value = _text(row.get(column))
+        if value is None and not _is_missing(row.get(column)):
+            problems.append(RowProblem(number, column, f"expected text, got {type(row[column]).__name__}"))
+            return ""
+        if not value:
+            problems.append(RowProblem(number, column, "is empty"))
+            return ""
+        return value
+
+    item_id = need_text("id")
+    title = need_text("title")
+    summary = need_text("summary")
+    image = need_text("image")
+    if image:
+        image = _check_image(number, image, base_dir, check_images, problems)
+    label = _parse_label(number, row.get("label"), problems)
+    split = _text(row.get("split")) or None
+    extra = {c: (None if _is_missing(row.get(c)) else row.get(c)) for c in extra_columns}
+    if not item_id:
+        return None
+    return Record(id=item_id, image=image, title=title, summary=summary, label=label, split=split, extra=extra)
+
+
+def _parse_label(number: int, value: Any, problems: list[RowProblem]) -> int | None:
+    if _is_missing(value) or (isinstance(value, str) and not value.strip()):
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool):
+        text = str(int(value))
+    if text in ("0", "1", "0.0", "1.0"):
+        return int(float(text))
+    problems.append(RowProblem(number, "label", f"'{text}' is not 0 or 1 (leave it empty if unlabelled)"))
+    return None
+
+
+def _check_image(number: int, image: str, base_dir: Path, check_exists: bool, problems: list[RowProblem]) -> str:
+    if is_url(image):
+        return image
+    if "://" in image:
+        problems.append(RowProblem(number, "image", f"'{image}' is neither a relative path nor an http(s) URL"))
+        return image
+    posix = PurePosixPath(image.replace("\\", "/"))
+    if posix.is_absolute() or ".." in posix.parts or (len(image) > 1 and image[1] == ":"):
+        problems.append(
+            RowProblem(number, "image", f"'{image}' points outside the table's folder; use a path inside it")
+        )
+        return image
+    resolved = (base_dir / posix).resolve()
+    if not resolved.is_relative_to(base_dir):
+        problems.append(RowProblem(number, "image", f"'{image}' leads outside the table's folder (via a link)"))
+    elif check_exists and not resolved.is_file():
+        problems.append(RowProblem(number, "image", f"file '{image}' not found next to the table"))
+    return str(posix)
+
+
+def _problem_message(name: str, problems: list[RowProblem]) -> str:
+    rows = len({p.row for p in problems})
+    shown = "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN])
+    more = f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
+    return (
+        f"{name} has {len(problems)} problem(s) in {rows} row(s); nothing was loaded. Fix them, or skip the bad "
+        f"rows explicitly (--skip-bad-rows).\n{shown}{more}"
+    )

@@ -1,0 +1,47 @@
+"""Shared fixtures. ``db_url``: a fresh, empty database per test, on SQLite and on every URL listed
+in ``CFTCLIP_TEST_DATABASE_URLS`` (comma-separated, e.g. a PostgreSQL server in CI)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+_EXTRA_URLS = [u.strip() for u in os.environ.get("CFTCLIP_TEST_DATABASE_URLS", "").split(",") if u.strip()]
+
+
+@pytest.fixture(
+    params=["sqlite", *_EXTRA_URLS],
+    ids=["sqlite", *(f"{make_url(u).get_backend_name()}-{i}" for i, u in enumerate(_EXTRA_URLS))],
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    url = make_url(request.param)
+    if url.get_backend_name() != "postgresql":
+        pytest.skip(f"no fresh-database recipe for {url.get_backend_name()} in conftest.py")
+    # A private schema per test, first on the search path; dropped afterwards with everything in it.
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def instance(tmp_path: Path, db_url: str):  # noqa: ANN201 - returns annotations.settings.Settings
+    """Settings for a fresh instance folder under tmp_path, using ``db_url``, folders created."""
+    from annotations.settings import Settings
+
+    return Settings.for_instance(tmp_path / "instance", database_url=db_url).ensure()
