@@ -67,13 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _import(args: argparse.Namespace, settings: Settings, factory) -> int:  # type: ignore[no-untyped-def]
     table = read_table(args.file, skip_bad_rows=args.skip_bad_rows, allow_pickle=args.trust_pickle)
-    bars: dict[str, tqdm] = {}
+    bar: dict[str, tqdm] = {}  # the bar of the current stage, one at a time
 
     def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="img", file=sys.stderr, leave=False)
-        bar.update(done - bar.n)
+        current = bar.get(stage)
+        if current is None:
+            for old in bar.values():
+                old.close()
+            bar.clear()
+            current = bar[stage] = tqdm(total=total, desc=stage, unit="img", file=sys.stderr)
+        current.update(done - current.n)
 
     try:
         dataset = import_dataset(
@@ -87,8 +90,8 @@ def _import(args: argparse.Namespace, settings: Settings, factory) -> int:  # ty
             progress=progress,
         )
     finally:
-        for bar in bars.values():
-            bar.close()
+        for current in bar.values():
+            current.close()
     skipped_rows = len({p.row for p in table.skipped})
     skipped_images = len(table.records) - dataset.item_count
     print(f"Imported dataset '{dataset.name}' (id {dataset.id}): {dataset.item_count} item(s).")

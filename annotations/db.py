@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -46,9 +46,21 @@ def safe_url(url: str) -> str:
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for any SQLAlchemy URL; SQLite gets the settings described in the module docstring."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(
+            "The database URL is not valid (not shown: it may hold a password). Use e.g. sqlite:////path/studio.db or "
+            "postgresql+psycopg://user:password@host/dbname in CFTCLIP_DATABASE_URL."
+        ) from None
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, echo=echo, pool_pre_ping=True)
+        try:
+            return create_engine(parsed, echo=echo, pool_pre_ping=True)
+        except (ImportError, NoSuchModuleError) as exc:
+            raise DatabaseError(
+                f"Cannot use {safe_url(url)}: its database driver is not installed ({exc}). For PostgreSQL "
+                "install it with `pip install \"psycopg[binary]\"` and use a postgresql+psycopg:// URL."
+            ) from None
     kwargs: dict[str, Any] = {"connect_args": {"timeout": BUSY_TIMEOUT_S}}
     if parsed.database in (None, "", ":memory:"):
         # One shared connection, or each checkout would see its own empty in-memory database.

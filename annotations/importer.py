@@ -38,6 +38,10 @@ from annotations.settings import Settings
 log = logging.getLogger(__name__)
 
 DEMO_NAME = "demo"
+DEMO_DESCRIPTION = (
+    "Bundled demo: invented news-style texts with public-domain/CC0 photos, for trying the workflow only "
+    "(see cftclip_core/demo_data/README.md)."
+)
 PREVIEW_ROWS = 20
 MAX_PROBLEMS_SHOWN = 50
 MAX_NAME_LENGTH = 200  # Dataset.name
@@ -160,7 +164,7 @@ def ensure_demo_dataset(settings: Settings, factory: sessionmaker[Session] | Non
                 return None
         table = read_table(demo_table_path())
         try:
-            return import_dataset(factory, settings, table, DEMO_NAME, description="Bundled demo set (public-domain images).")
+            return import_dataset(factory, settings, table, DEMO_NAME, description=DEMO_DESCRIPTION)
         except DataError:
             with factory() as session:  # another process won the race: use its import
                 existing = session.scalar(select(Dataset).where(Dataset.name == DEMO_NAME))
@@ -296,9 +300,7 @@ def export_dataset(
     """
     path = Path(path)
     frame = dataset_items_frame(session, dataset_id, media)
-    extras = dict(
-        session.execute(select(Item.id, Item.extra).where(Item.dataset_id == dataset_id)).tuples().all()
-    )
+    extras = {item_id: extra for item_id, extra in session.execute(select(Item.id, Item.extra).where(Item.dataset_id == dataset_id))}
     image_dir = path.parent / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     records = []
@@ -315,7 +317,7 @@ def export_dataset(
                 title=row.title,
                 summary=row.summary,
                 label=label,
-                split=row.split,
+                split=None if pd.isna(row.split) else row.split,
                 extra=extras.get(row.item_id) or {},
             )
         )
@@ -488,7 +490,7 @@ def _insert_dataset(
         with factory() as session:
             if _dataset_id_by_name(session, name) is not None:  # a concurrent import took the name
                 raise _name_taken(name) from None
-        raise exc
+        raise
     return dataset
 
 

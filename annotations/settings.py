@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Mapping
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 INSTANCE_ENV = "CFTCLIP_INSTANCE"
 DATABASE_URL_ENV = "CFTCLIP_DATABASE_URL"
@@ -88,7 +89,10 @@ class Settings:
 
 def sqlite_path(url: str) -> Path | None:
     """The file of a ``sqlite:///`` URL; None for other databases and in-memory SQLite."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # reported by annotations.db.make_engine
+        return None
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     if parsed.database.startswith("file:"):  # URI form; leave it to the caller

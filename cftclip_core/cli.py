@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--out", required=True, type=Path)
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(run=run_build_tiny)
+    retrain = model_commands.add_parser("train-tokenizer",
+                                        help="retrain the tiny model's tokenizer on the demo and synthetic texts")
+    retrain.add_argument("--out", type=Path, default=models.TINY_TOKENIZER_DIR)
+    retrain.set_defaults(run=run_train_tokenizer)
     info = model_commands.add_parser("info", help="load a model and print its fingerprint")
     info.add_argument("model")
     info.set_defaults(run=run_model_info)
@@ -197,6 +201,12 @@ def _threshold_arg(value: str) -> str | float:
 def run_build_tiny(args: argparse.Namespace) -> int:
     path = models.build_tiny_model(args.out, seed=args.seed)
     print(f"built {models.TINY_NAME} in {path} (fingerprint {models.directory_fingerprint(path)})")
+    return 0
+
+
+def run_train_tokenizer(args: argparse.Namespace) -> int:
+    tokenizer = models.train_tokenizer(args.out)
+    print(f"trained a {len(tokenizer)}-token CLIP tokenizer into {args.out}")
     return 0
 
 

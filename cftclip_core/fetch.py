@@ -6,9 +6,10 @@ Safety rules, applied to the first URL and to every redirect hop (at most ``MAX_
 - the host is resolved first and refused if ANY of its addresses is loopback, private, link-local,
   multicast, reserved, unspecified or otherwise not globally routable, unless
   ``allow_private=True`` (for trusted image servers on one's own network);
-- the connection goes to the very address that was checked (the IP is pinned, so a second DNS
-  answer cannot redirect it: no DNS rebinding); the original ``Host`` header is sent, and for
-  https the TLS handshake uses the host name for SNI and certificate verification, which stays on;
+- the connection goes to the address that was checked (the first one, IPv4 preferred): the IP
+  is pinned, so a second DNS answer cannot redirect it (no DNS rebinding); the original ``Host``
+  header is sent, and for https the TLS handshake uses the host name for SNI and certificate
+  verification, which stays on;
 - ``timeout`` is one budget for the whole download (connect, redirects and body), so a server
   that trickles bytes cannot hold a worker forever. Name resolution itself (getaddrinfo) cannot be
   interrupted by the standard library and is not counted;
@@ -26,6 +27,7 @@ a tqdm bar's update there (tqdm is not imported here).
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import json
@@ -95,12 +97,17 @@ def _parse(url: str, original: str) -> _Target:
             "For a local file, put its path (relative to the table file) in the image column instead."
         )
     if parts.username is not None or parts.password is not None:
-        raise FetchError(f"Cannot download {original}: URLs with a user name or password are not supported. Remove the credentials or download the image manually.")
+        raise FetchError(
+            f"Cannot download {original}: URLs with a user name or password are not supported. "
+            "Remove the credentials or download the image manually."
+        )
     try:
         port = parts.port or (443 if scheme == "https" else 80)
         host = (parts.hostname or "").encode("idna").decode("ascii")
     except (ValueError, UnicodeError) as exc:
-        raise FetchError(f"Cannot download {original}: the URL is malformed ({exc}). Correct the URL in the table.") from None
+        raise FetchError(
+            f"Cannot download {original}: the URL is malformed ({exc}). Correct the URL in the table."
+        ) from None
     if not host:
         raise FetchError(f"Cannot download {original}: the URL has no host name. Correct the URL in the table.")
     host_header = f"[{host}]" if ":" in host else host
@@ -136,16 +143,23 @@ def _resolve(target: _Target, original: str, allow_private: bool) -> str:
     try:
         infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise FetchError(f"Cannot download {original}: the host {target.host} could not be resolved ({exc}). Check the URL and your network connection.") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        raise FetchError(
+            f"Cannot download {original}: the host {target.host} could not be resolved ({exc}). "
+            "Check the URL and your network connection."
+        ) from None
+    # IPv4 first: a host with both records is most often reachable over IPv4.
+    addresses = sorted(dict.fromkeys(info[4][0] for info in infos), key=lambda ip: ":" in ip)
     if not addresses:
         raise FetchError(f"Cannot download {original}: the host {target.host} has no address. Check the URL.")
-    if hop_check_disabled := False:
+    if not allow_private:
         for ip in addresses:
             reason = _refusal_reason(ip)
             if reason is not None:
-                raise FetchError(f"Refusing to download {original}: {target.host} resolves to {ip}, a {reason} address. {_ALLOW_PRIVATE_HINT}")
-    return addresses[0]
+                raise FetchError(
+                    f"Refusing to download {original}: {target.host} resolves to {ip}, a {reason} address. "
+                    + _ALLOW_PRIVATE_HINT
+                )
+    return addresses[0]  # only the first is tried; it is the one that was checked
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -164,6 +178,7 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
             raise
 
 
+@functools.lru_cache(maxsize=1)
 def _default_ssl_context() -> ssl.SSLContext:
     context = ssl.create_default_context()
     try:  # certifi's CA bundle helps where the system store is missing (some containers, macOS)
@@ -199,12 +214,16 @@ def _download(url: str, settings: _Settings) -> bytes:
             conn.connect()
             sock = conn.sock  # kept: http.client drops conn.sock when the server closes after the reply
             sock.settimeout(remaining())
-            conn.request("GET", target.request_path, headers={"Host": target.host_header, "User-Agent": _USER_AGENT, "Accept": "image/*"})
+            headers = {"Host": target.host_header, "User-Agent": _USER_AGENT, "Accept": "image/*"}
+            conn.request("GET", target.request_path, headers=headers)
             response = conn.getresponse()
             if response.status in _REDIRECT_STATUSES:
                 location = response.getheader("Location")
                 if not location:
-                    raise FetchError(f"Cannot download {url}: {current} answered HTTP {response.status} (redirect) without a Location. Use the final image URL.")
+                    raise FetchError(
+                        f"Cannot download {url}: {current} answered HTTP {response.status} (redirect) "
+                        "without a Location. Use the final image URL."
+                    )
                 current = urljoin(current, location.strip())
                 logger.debug("%s redirects to %s", url, current)
                 continue
@@ -239,7 +258,10 @@ def _download(url: str, settings: _Settings) -> bytes:
                 "Use a URL whose certificate is valid or download the image manually."
             ) from None
         except (OSError, http.client.HTTPException) as exc:
-            raise FetchError(f"Cannot download {url}: network error ({exc}). Check your connection and retry, or download the image manually.") from None
+            raise FetchError(
+                f"Cannot download {url}: network error ({exc}). Check your connection and retry, "
+                "or download the image manually."
+            ) from None
         finally:
             if conn is not None:
                 conn.close()
@@ -301,7 +323,13 @@ class _UrlIndex:
             raise
 
 
-def _settings(timeout: float, max_bytes: int, allow_private: bool, limits: ImageLimits | None, ssl_context: ssl.SSLContext | None) -> _Settings:
+def _settings(
+    timeout: float,
+    max_bytes: int,
+    allow_private: bool,
+    limits: ImageLimits | None,
+    ssl_context: ssl.SSLContext | None,
+) -> _Settings:
     if timeout <= 0 or max_bytes <= 0:
         raise ValueError("timeout and max_bytes must be positive")
     return _Settings(timeout, max_bytes, allow_private, limits or ImageLimits(max_bytes=max_bytes), ssl_context)

@@ -31,6 +31,7 @@ import torch
 from PIL import Image, ImageOps
 
 from cftclip_core.errors import ImageError, ModelError
+from cftclip_core.media_store import check_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,9 @@ def decode_image(
     except Exception as exc:  # Pillow raises many types on hostile input; none may escape as a crash
         kind = _sniff_disallowed(head)
         if kind is not None:
-            raise ImageError(f"Cannot load image {label}: it is {kind}, not an allowed format ({_ALLOWED_HELP}). {_FIX_CONVERT}") from None
+            raise ImageError(
+                f"Cannot load image {label}: it is {kind}, not an allowed format ({_ALLOWED_HELP}). {_FIX_CONVERT}"
+            ) from None
         if _looks_like_allowed(head):
             raise ImageError(
                 f"Cannot load image {label}: the file is corrupt or its format is not allowed here "
@@ -190,7 +193,9 @@ def decode_image(
         fmt = img.format or "?"
         allowed = set(limits.formats) | ({"MPO"} if "JPEG" in limits.formats else set())
         if fmt not in allowed:
-            raise ImageError(f"Cannot load image {label}: its format {fmt} is not allowed ({_ALLOWED_HELP}). {_FIX_CONVERT}")
+            raise ImageError(
+                f"Cannot load image {label}: its format {fmt} is not allowed ({_ALLOWED_HELP}). {_FIX_CONVERT}"
+            )
         try:
             img.load()
         except Exception as exc:
@@ -213,7 +218,9 @@ def _too_many_bytes(label: str, size: int, limits: ImageLimits) -> ImageError:
     )
 
 
-def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits(), *, name: str | None = None) -> Image.Image:
+def load_image(
+    source: Path | str | bytes, limits: ImageLimits = ImageLimits(), *, name: str | None = None
+) -> Image.Image:
     """Load an image safely as RGB (see ``decode_image``)."""
     return decode_image(source, limits, name=name).image
 
@@ -246,7 +253,12 @@ class PreprocessConfig:
 
     def fingerprint(self) -> str:
         """Short stable hash of everything that changes the uint8 crop (for cache keys)."""
-        payload = {"algorithm": _PREPROCESS_ALGORITHM_VERSION, "size": self.size, "crop": self.crop, "resample": self.resample}
+        payload = {
+            "algorithm": _PREPROCESS_ALGORITHM_VERSION,
+            "size": self.size,
+            "crop": self.crop,
+            "resample": self.resample,
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -373,8 +385,7 @@ class PixelCache:
         self.dir = Path(root) / cfg.fingerprint()
 
     def path_for(self, sha256: str) -> Path:
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise ValueError(f"not a lowercase hex SHA-256 digest: {sha256!r}")
+        check_sha256(sha256)
         return self.dir / sha256[:2] / f"{sha256[2:]}.npy"
 
     def _read(self, path: Path) -> np.ndarray | None:
@@ -385,7 +396,8 @@ class PixelCache:
         except Exception as exc:  # truncated/garbled file: recompute
             logger.warning("pixel cache file %s is unreadable (%s); recomputing", path, exc)
             return None
-        shape_ok = arr.ndim == 3 and arr.shape[2] == 3 and (self.cfg.crop is None or arr.shape[:2] == (self.cfg.crop, self.cfg.crop))
+        crop = self.cfg.crop
+        shape_ok = arr.ndim == 3 and arr.shape[2] == 3 and (crop is None or arr.shape[:2] == (crop, crop))
         if arr.dtype != np.uint8 or not shape_ok:
             logger.warning("pixel cache file %s has shape %s %s; recomputing", path, arr.shape, arr.dtype)
             return None

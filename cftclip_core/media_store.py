@@ -36,7 +36,8 @@ class StoredMedia:
     size: int
 
 
-def _check_sha256(sha256: str) -> str:
+def check_sha256(sha256: str) -> str:
+    """Return ``sha256`` if it is a lowercase hex SHA-256 digest, else raise ValueError."""
     if not isinstance(sha256, str) or not _SHA256_RE.match(sha256):
         raise ValueError(f"not a lowercase hex SHA-256 digest: {sha256!r}")
     return sha256
@@ -66,11 +67,11 @@ class MediaStore:
         return None
 
     def contains(self, sha256: str) -> bool:
-        return self._find(_check_sha256(sha256)) is not None
+        return self._find(check_sha256(sha256)) is not None
 
     def path_for(self, sha256: str) -> Path:
         """Path of the stored file with this hash; raises MediaMissingError if it is absent."""
-        path = self._find(_check_sha256(sha256))
+        path = self._find(check_sha256(sha256))
         if path is None:
             raise MediaMissingError(
                 f"No file with SHA-256 {sha256} in the media store at {self.root}. The store was "

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"
 TINY_NAME = "tiny-demo"
 TINY_VERSION = 1  # bump when the tiny recipe changes, so old builds are not reused
+TINY_TOKENIZER_DIR = Path(__file__).parent / "tiny_tokenizer"
 FINGERPRINT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.json",
                      "merges.txt", "preprocessor_config.json")
 
@@ -185,15 +186,27 @@ def tokenizer_corpus(extra_texts: Iterable[str] = ()) -> list[str]:
     return texts
 
 
-def build_tiny_model(out_dir: Path, *, seed: int = 0, extra_texts: Iterable[str] = ()) -> Path:
-    """Build the tiny model deterministically and save it with ``save_pretrained``."""
+def train_tokenizer(out_dir: Path, extra_texts: Iterable[str] = ()) -> CLIPTokenizer:
+    """Train the tiny model's CLIP tokenizer on local texts and save it.
+
+    The tokenizers library breaks ties between equally frequent merges in hash order, so two
+    trainings can differ; the product therefore ships one trained tokenizer (``TINY_TOKENIZER_DIR``)
+    and ``build_tiny_model`` reuses it, which keeps the tiny model byte-for-byte reproducible.
+    """
     from tokenizers.pre_tokenizers import ByteLevel
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = CLIPTokenizer().train_new_from_iterator(
         tokenizer_corpus(extra_texts), vocab_size=2048, initial_alphabet=ByteLevel.alphabet()
     )
+    tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
+def build_tiny_model(out_dir: Path, *, seed: int = 0, tokenizer_dir: Path = TINY_TOKENIZER_DIR) -> Path:
+    """Build the tiny model deterministically and save it with ``save_pretrained``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
     config = tiny_config(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id)
     model = CLIPModel(config)

@@ -45,3 +45,27 @@ def instance(tmp_path: Path, db_url: str):  # noqa: ANN201 - returns annotations
     from annotations.settings import Settings
 
     return Settings.for_instance(tmp_path / "instance", database_url=db_url).ensure()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny offline CLIP, built once per test session through the product's own builder."""
+    from cftclip_core.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path):  # noqa: ANN201 - returns cftclip_core.models.LoadedModel
+    from cftclip_core.models import load_model
+
+    return load_model(str(tiny_model_dir))
+
+
+def make_image(path: Path, size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (200, 30, 30)) -> Path:
+    """A small valid JPEG for tests."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, format="JPEG")
+    return path

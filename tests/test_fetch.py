@@ -210,7 +210,9 @@ def test_three_redirects_are_followed_four_are_not(server: Server, store: MediaS
         fetch_image(server.url("/hop/4"), store, allow_private=True)
 
 
-@pytest.mark.parametrize("url", ["ftp://example.org/a.png", "file:///etc/passwd", "javascript:alert(1)", "http://user:pw@example.org/a.png"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.org/a.png", "file:///etc/passwd", "javascript:alert(1)", "http://user:pw@example.org/a.png"]
+)
 def test_only_plain_http_and_https(store: MediaStore, url: str, loopback_only: list[str]) -> None:
     with pytest.raises(FetchError):
         fetch_image(url, store)
@@ -222,9 +224,14 @@ def test_only_plain_http_and_https(store: MediaStore, url: str, loopback_only: l
 
 @pytest.mark.parametrize(
     "host",
-    ["127.0.0.1", "10.0.0.1", "192.168.1.20", "169.254.169.254", "[::1]", "[::ffff:127.0.0.1]", "0.0.0.0", "localhost", "224.0.0.1"],
+    [
+        "127.0.0.1", "10.0.0.1", "192.168.1.20", "169.254.169.254", "[::1]", "[::ffff:127.0.0.1]",
+        "0.0.0.0", "localhost", "224.0.0.1",
+    ],
 )
-def test_private_addresses_refused_before_connecting(server: Server, store: MediaStore, loopback_only: list[str], host: str) -> None:
+def test_private_addresses_refused_before_connecting(
+    server: Server, store: MediaStore, loopback_only: list[str], host: str
+) -> None:
     url = f"http://{host}:{server.port}/img.png"
     with pytest.raises(FetchError, match="Refusing to download") as info:
         fetch_image(url, store)
@@ -232,14 +239,18 @@ def test_private_addresses_refused_before_connecting(server: Server, store: Medi
     assert loopback_only == [] and server.hits == Counter()
 
 
-def test_host_name_resolving_to_private_address_is_refused(monkeypatch: pytest.MonkeyPatch, store: MediaStore, loopback_only: list[str]) -> None:
+def test_host_name_resolving_to_private_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch, store: MediaStore, loopback_only: list[str]
+) -> None:
     fake_dns(monkeypatch, {"intranet.example": "10.1.2.3"})
     with pytest.raises(FetchError, match=r"intranet.example resolves to 10.1.2.3, a private address"):
         fetch_image("http://intranet.example/logo.png", store)
     assert loopback_only == []
 
 
-def test_redirect_to_private_address_is_refused(monkeypatch: pytest.MonkeyPatch, server: Server, store: MediaStore, loopback_only: list[str]) -> None:
+def test_redirect_to_private_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch, server: Server, store: MediaStore, loopback_only: list[str]
+) -> None:
     # Pretend our loopback server is a public host, so only the redirect target is private.
     real_reason = fetch_module._refusal_reason
     monkeypatch.setattr(fetch_module, "_refusal_reason", lambda ip: None if ip == "127.0.0.1" else real_reason(ip))
@@ -248,7 +259,9 @@ def test_redirect_to_private_address_is_refused(monkeypatch: pytest.MonkeyPatch,
     assert loopback_only == ["127.0.0.1"] and server.hits["/to-private"] == 1
 
 
-def test_connects_to_resolved_address_with_original_host_header(monkeypatch: pytest.MonkeyPatch, server: Server, store: MediaStore) -> None:
+def test_connects_to_resolved_address_with_original_host_header(
+    monkeypatch: pytest.MonkeyPatch, server: Server, store: MediaStore
+) -> None:
     fake_dns(monkeypatch, {"images.example": "127.0.0.1"})
     fetch_image(server.url("/img.png", host="images.example"), store, allow_private=True)
     assert server.hosts == [f"images.example:{server.port}"]
@@ -269,7 +282,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_https_is_pinned_and_verifies_the_host_name(monkeypatch: pytest.MonkeyPatch, tls_files: tuple[Path, Path], store: MediaStore) -> None:
+def test_https_is_pinned_and_verifies_the_host_name(
+    monkeypatch: pytest.MonkeyPatch, tls_files: tuple[Path, Path], store: MediaStore
+) -> None:
     cert, key = tls_files
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
@@ -277,10 +292,12 @@ def test_https_is_pinned_and_verifies_the_host_name(monkeypatch: pytest.MonkeyPa
     srv = Server(tls_context=server_ctx)
     try:
         fake_dns(monkeypatch, {"images.example": "127.0.0.1", "other.example": "127.0.0.1"})
-        media = fetch_image(srv.url("/img.png", host="images.example", scheme="https"), store, allow_private=True, ssl_context=client_ctx)
+        good = srv.url("/img.png", host="images.example", scheme="https")
+        media = fetch_image(good, store, allow_private=True, ssl_context=client_ctx)
         assert media.path.read_bytes() == PNG
         with pytest.raises(FetchError, match="certificate"):
-            fetch_image(srv.url("/img.png", host="other.example", scheme="https"), store, allow_private=True, ssl_context=client_ctx)
+            wrong_name = srv.url("/img.png", host="other.example", scheme="https")
+            fetch_image(wrong_name, store, allow_private=True, ssl_context=client_ctx)
     finally:
         srv.close()
 
@@ -292,7 +309,9 @@ def test_fetch_many_collects_errors_and_reports_progress(server: Server, store: 
     good, other, bad = server.url("/img.png"), server.url("/other.png"), server.url("/page.png")
     fetch_image(good, store, allow_private=True)
     calls: list[tuple[int, int]] = []
-    report = fetch_many([good, other, bad, other], store, allow_private=True, progress=lambda d, t: calls.append((d, t)))
+    report = fetch_many(
+        [good, other, bad, other], store, allow_private=True, progress=lambda done, total: calls.append((done, total))
+    )
     assert list(report.stored) == [good, other]
     assert list(report.errors) == [bad] and "not a usable image" in str(report.errors[bad])
     assert calls[0] == (1, 3) and calls[-1] == (3, 3)

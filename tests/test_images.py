@@ -149,7 +149,9 @@ def test_bytes_source_is_labelled_by_name() -> None:
 # ---------------------------------------------------------------- good inputs
 
 
-@pytest.mark.parametrize(("fmt", "suffix"), [("JPEG", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"), ("GIF", ".gif"), ("BMP", ".bmp")])
+@pytest.mark.parametrize(
+    ("fmt", "suffix"), [("JPEG", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"), ("GIF", ".gif"), ("BMP", ".bmp")]
+)
 def test_allowed_formats_decode_to_rgb(fmt: str, suffix: str) -> None:
     decoded = decode_image(encode(noisy_image(40, 30), fmt))
     assert (decoded.format, decoded.suffix) == (fmt, suffix)

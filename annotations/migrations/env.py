@@ -29,9 +29,10 @@ def run_migrations_online() -> None:
         _run(connection)
         return
     from annotations.db import make_engine
-    from annotations.settings import database_url
+    from annotations.settings import Settings
 
-    engine = make_engine(config.get_main_option("sqlalchemy.url") or database_url())
+    url = config.get_main_option("sqlalchemy.url") or Settings.from_env().ensure().database_url
+    engine = make_engine(url)
     try:
         with engine.connect() as conn:
             _run(conn)
