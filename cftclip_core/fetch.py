@@ -57,8 +57,8 @@ _USER_AGENT = "CFT-CLIP-Studio/1.0 (research image fetcher)"
 _CHUNK = 64 * 1024
 _ALLOW_PRIVATE_HINT = (
     "Image URLs must point to public internet hosts, which protects services on your own network. "
-    "If you trust this server (e.g. an image server on your intranet), turn on the "
-    "allow-private-addresses setting (allow_private=True)."
+    "If you trust this server (e.g. an image server on your intranet), allow private addresses: "
+    "--allow-private-urls on the command line, the import page's option, or allow_private=True."
 )
 
 

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"
 TINY_NAME = "tiny-demo"
+KNOWN_MODELS = {  # offered by name in the app; any hub id or local folder works too
+    TINY_NAME: "tiny offline model (random weights, for trying the studio)",
+    DEFAULT_MODEL: "CLIP ViT-L/14, zero-shot (the paper's backbone)",
+    "humane-lab/CFT-CLIP": "CFT-CLIP, the released checkpoint",
+}
 TINY_VERSION = 1  # bump when the tiny recipe changes, so old builds are not reused
 TINY_TOKENIZER_DIR = Path(__file__).parent / "tiny_tokenizer"
 FINGERPRINT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.json",
