@@ -24,7 +24,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-import cftclip_core
+from cftclip_core.demo import demo_table_path
 from cftclip_core.errors import DataError, FetchError, ImageError
 from cftclip_core.fetch import fetch_many
 from cftclip_core.formats import Record, Table, check_text_field, read_table, write_table
@@ -174,10 +174,6 @@ def ensure_demo_dataset(settings: Settings, factory: sessionmaker[Session] | Non
     finally:
         if engine is not None:
             engine.dispose()
-
-
-def demo_table_path() -> Path:
-    return Path(cftclip_core.__file__).parent / "demo_data" / "demo.csv"
 
 
 def store_score_set(

@@ -203,6 +203,8 @@ def _download(url: str, settings: _Settings) -> bytes:
         target = _parse(current, url)
         ip = _resolve(target, url, settings.allow_private)
         conn: http.client.HTTPConnection | None = None
+        sock: socket.socket | None = None
+        response: http.client.HTTPResponse | None = None
         try:
             if target.scheme == "https":
                 conn = _PinnedHTTPSConnection(
@@ -262,9 +264,10 @@ def _download(url: str, settings: _Settings) -> bytes:
                 f"Cannot download {url}: network error ({exc}). Check your connection and retry, "
                 "or download the image manually."
             ) from None
-        finally:
-            if conn is not None:
-                conn.close()
+        finally:  # close all three: after a non-200 reply http.client has already let go of conn.sock
+            for part in (response, conn, sock):
+                if part is not None:
+                    part.close()
     raise FetchError(f"Cannot download {url}: more than {MAX_REDIRECTS} redirects. Use the final image URL instead.")
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need, then runs the whole suite.
 #   scripts/test.sh [pytest args...]
-# Uses ./.venv (created if missing). Set CFTCLIP_SKIP_APT=1 to skip installing Chromium.
+# Uses ./.venv (created if missing). As root it also installs Debian's Chromium (browser tests) and
+# starts a PostgreSQL server on loopback so the database tests run on SQLite AND PostgreSQL.
+# CFTCLIP_SKIP_APT=1 skips both; CFTCLIP_TEST_DATABASE_URLS=url1,url2 names databases yourself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,15 @@ if [ "${CFTCLIP_SKIP_APT:-0}" != "1" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x
     apt-get update -qq >/dev/null && apt-get install -y -qq chromium chromium-driver >/dev/null
   else
     echo "note: Chromium is missing and cannot be installed here (needs root and apt-get); browser tests will be skipped" >&2
+  fi
+fi
+
+if [ -z "${CFTCLIP_TEST_DATABASE_URLS:-}" ] && [ "${CFTCLIP_SKIP_APT:-0}" != "1" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    CFTCLIP_TEST_DATABASE_URLS=$(scripts/test-postgres.sh)
+    export CFTCLIP_TEST_DATABASE_URLS
+  else
+    echo "note: no PostgreSQL server for the tests (needs root and apt-get); database tests run on SQLite only" >&2
   fi
 fi
 
