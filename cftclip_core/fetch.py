@@ -353,16 +353,11 @@ def fetch_image(
     ``limits`` defaults to ``ImageLimits(max_bytes=max_bytes)``; ``ssl_context`` lets a site
     trust its own certificate authority (verification is never turned off here).
     """
-    url = url.strip()
-    settings = _settings(timeout, max_bytes, allow_private, limits, ssl_context)
-    index = _UrlIndex(store)
-    cached = index.lookup(url)
-    if cached is not None:
-        return cached
-    media = _fetch_one(url, store, settings)
-    index.entries[url] = media.sha256
-    index.save()
-    return media
+    report = fetch_many([url], store, timeout=timeout, max_bytes=max_bytes, allow_private=allow_private,
+                        limits=limits, ssl_context=ssl_context, workers=1)
+    for error in report.errors.values():
+        raise error
+    return next(iter(report.stored.values()))
 
 
 def fetch_many(
