@@ -9,6 +9,8 @@ from cftclip_core.formats import TEXT_FIELDS
 from cftclip_core.models import KNOWN_MODELS, TINY_NAME
 from pages.common import cached_model, studio, thumbnail_uri
 
+ROW_HEIGHT = 72  # tall enough to judge a thumbnail
+VISIBLE_ROWS = 10
 OTHER_MODEL = "other: a hub id or a local model folder"
 TINY_WARNING = (
     "These scores come from the tiny offline model, whose weights are random: they carry no meaning. "
@@ -28,7 +30,7 @@ dataset_id = datasets[dataset_name]
 
 with st.expander("Score this dataset with a model", expanded=False):
     choice = st.selectbox("Model", [*KNOWN_MODELS, OTHER_MODEL],
-                          format_func=lambda name: name if name == OTHER_MODEL else f"{name} ({KNOWN_MODELS[name]})")
+                          format_func=lambda name: name if name == OTHER_MODEL else f"{name} - {KNOWN_MODELS[name]}")
     model_name = st.text_input("Hub id or folder", placeholder="/path/to/model") if choice == OTHER_MODEL else choice
     text_field = st.radio("Text to compare with the thumbnail", TEXT_FIELDS, index=1, horizontal=True)
     if choice == TINY_NAME:
@@ -46,8 +48,9 @@ with st.expander("Score this dataset with a model", expanded=False):
             st.error(str(exc))
         else:
             bar.empty()
-            st.success(f"Scored {score_set.n_items} articles with {score_set.model_name} "
-                       f"({score_set.n_truncated} text(s) cut to the model's 77-token window).")
+            cut = score_set.n_truncated
+            st.success(f"Scored {score_set.n_items} articles with {score_set.model_name}."
+                       + (f" {cut} text{'s' if cut > 1 else ''} cut to the model's 77-token window." if cut else ""))
 
 with app.sessions() as session:
     score_sets = score_sets_for(session, dataset_id)
@@ -65,18 +68,20 @@ with app.sessions() as session:
     articles = articles_frame(session, dataset_id, app.settings, score_set_id)
 articles["thumbnail"] = [thumbnail_uri(path) if path else None for path in articles["media_path"]]
 st.dataframe(
-    articles[["thumbnail", "external_id", "title", "summary", "similarity", "split", "source_label"]],
+    articles[["thumbnail", "external_id", "title", "similarity", "summary", "split", "source_label"]],
     column_config={
         "thumbnail": st.column_config.ImageColumn("Thumbnail", width="small"),
-        "external_id": "Id",
+        "external_id": st.column_config.TextColumn("Id", width="small"),
         "title": st.column_config.TextColumn("Title", width="medium"),
+        "similarity": st.column_config.NumberColumn("Similarity", format="%.3f", width="small"),
         "summary": st.column_config.TextColumn("Summary", width="large"),
-        "similarity": st.column_config.NumberColumn("Similarity", format="%.3f"),
-        "split": "Split",
-        "source_label": st.column_config.NumberColumn("Label (file)", help="1 = the thumbnail shows an actor"),
+        "split": st.column_config.TextColumn("Split", width="small"),
+        "source_label": st.column_config.NumberColumn(
+            "Label", width="small", help="From the imported file: 1 = the thumbnail shows an actor, 0 = it does not"),
     },
     hide_index=True,
-    use_container_width=True,
-    row_height=72,
+    width="stretch",
+    height=ROW_HEIGHT * min(len(articles), VISIBLE_ROWS) + 40,
+    row_height=ROW_HEIGHT,
 )
 st.caption(f"{len(articles)} articles. Texts are shown as plain text.")

@@ -1,0 +1,53 @@
+"""The home page in a real headless Chromium: first visit, then scoring the demo with the tiny model.
+
+Streamlit's dataframe draws on a canvas; its cells are read from the grid's accessible table
+(``role=grid`` / ``role=gridcell``), which holds the rows currently scrolled into view.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.e2e
+
+FIRST_TITLE = "Collins becomes first woman to command a space shuttle mission"
+
+
+def test_first_visit_shows_the_demo_and_scoring_with_the_tiny_model_warns(
+    streamlit_server: str, page: Page, screenshot: Callable[[Page, str], Path]
+) -> None:
+    page.goto(streamlit_server)
+
+    caption = page.get_by_test_id("stCaptionContainer").filter(has_text="articles. Texts are shown as plain text.")
+    expect(caption).to_have_text(re.compile(r"^26 articles\."))  # waits for the first start (demo import)
+    expect(page.get_by_test_id("stHeading").get_by_role("heading", level=1)).to_have_text("Articles")
+    expect(page.get_by_role("combobox", name="Dataset")).to_have_value("demo")
+    expect(page.get_by_test_id("stAlert").filter(has_text="no scores yet")).to_be_visible()
+
+    table = page.get_by_test_id("stDataFrame")
+    expect(table).to_be_visible()
+    grid = table.locator("table[role=grid]")  # hidden from the accessibility tree, so CSS
+    expect(grid).to_have_attribute("aria-rowcount", "27")  # a header row and the 26 articles
+    first_row = grid.locator("tbody tr").first
+    expect(first_row.locator("td[role=gridcell]").nth(2)).to_have_text(FIRST_TITLE)
+    expect(first_row.locator("td[role=gridcell]").nth(0)).to_have_text(re.compile(r"^data:image/jpeg;base64,"))
+    expect(first_row.locator("td[role=gridcell]").nth(3)).to_have_text("")  # no similarity yet (drawn as "None")
+    screenshot(page, "home-first-visit")
+
+    page.get_by_test_id("stExpander").get_by_text("Score this dataset with a model").click()
+    expect(page.get_by_role("combobox", name="Model")).to_have_value(re.compile(r"^tiny-demo "))
+    page.get_by_test_id("stButton").get_by_role("button", name="Score").click()
+
+    expect(page.get_by_test_id("stAlert").filter(has_text="Scored 26 articles with tiny-demo")).to_be_visible()
+    expect(page.get_by_test_id("stAlert").filter(has_text="carry no meaning")).to_be_visible()
+    expect(page.get_by_test_id("stAlert").filter(has_text="no scores yet")).to_have_count(0)
+    similarity = first_row.locator("td[role=gridcell]").nth(3)
+    expect(similarity).not_to_have_text("")  # the accessible table holds the unformatted number
+    assert -1.0 <= float(similarity.text_content()) <= 1.0
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    screenshot(page, "home-scored")
