@@ -1,4 +1,5 @@
-"""Database tables: media, datasets, items and model predictions (score sets).
+"""Database tables: media, datasets, items, model predictions (score sets), users, and what
+annotators say about items (leases, labels, the label event log, gold labels).
 
 Every schema change goes through a new Alembic revision in ``annotations/migrations/versions``;
 the models here must always match the newest revision (a test compares them).
@@ -25,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 # Explicit constraint names, so later migrations (batch mode on SQLite, PostgreSQL) can address them.
 NAMING_CONVENTION = {
@@ -83,6 +85,16 @@ class Dataset(Base):
     source_file: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     item_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Annotation settings
+    overlap: Mapped[int] = mapped_column(Integer, default=3, server_default="3")  # labels wanted per item
+    lease_minutes: Mapped[int] = mapped_column(Integer, default=15, server_default="15")
+    reveal_score_after_vote: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    guidelines: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # Optional ordering: items whose score is closest to the threshold first
+    uncertainty_score_set_id: Mapped[int | None] = mapped_column(
+        ForeignKey("score_sets.id", ondelete="SET NULL", use_alter=True)
+    )
+    uncertainty_threshold: Mapped[float | None] = mapped_column(Float)
 
 
 class Item(Base):
@@ -130,3 +142,114 @@ class Score(Base):
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True, index=True)
     similarity: Mapped[float] = mapped_column(Float)
     truncated: Mapped[bool] = mapped_column(Boolean)
+
+
+ROLES = ("admin", "researcher", "annotator")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(80), unique=True)  # stored lower-case
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoginFailure(Base):
+    """Failed sign-ins per username typed, whether or not such a user exists (for the slowdown)."""
+
+    __tablename__ = "login_failures"
+
+    username: Mapped[str] = mapped_column(String(80), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoginSession(Base):
+    """A signed-in browser. Only a hash of the token is stored."""
+
+    __tablename__ = "login_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Lease(Base):
+    """An item handed to one annotator until it expires; at most one lease per item."""
+
+    __tablename__ = "leases"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    leased_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Label(Base):
+    """The current answer of one annotator for one item. ``value`` None means skipped."""
+
+    __tablename__ = "labels"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    value: Mapped[int | None] = mapped_column(Integer)
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    note: Mapped[str] = mapped_column(Text, default="")
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    seconds_spent: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LabelEvent(Base):
+    """Append-only log of every label change: who, what, when, and the value before."""
+
+    __tablename__ = "label_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(20))  # vote | skip | undo
+    value: Mapped[int | None] = mapped_column(Integer)
+    previous_value: Mapped[int | None] = mapped_column(Integer)
+    had_previous: Mapped[bool] = mapped_column(Boolean, default=False)
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    note: Mapped[str] = mapped_column(Text, default="")
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    seconds_spent: Mapped[float | None] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The client's id for this action: a double click or a resent request is recorded once.
+    request_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+
+class GoldLabel(Base):
+    """A label settled by a researcher (majority votes are computed, not stored)."""
+
+    __tablename__ = "gold_labels"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+    method: Mapped[str] = mapped_column(String(20))  # adjudicated
+    reason: Mapped[str] = mapped_column(Text, default="")
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GoldEvent(Base):
+    """Append-only history of gold decisions."""
+
+    __tablename__ = "gold_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    value: Mapped[int | None] = mapped_column(Integer)  # None: the decision was withdrawn
+    previous_value: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
