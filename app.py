@@ -1,16 +1,39 @@
 """CFT-CLIP Studio: ``streamlit run app.py``.
 
-Entry point only: prepares the instance folder (database, demo dataset) and routes to the pages.
+Entry point only: prepares the instance folder (database, demo dataset), finds who is signed in,
+and offers each role its pages. Every page checks the role again itself.
 """
 
 import streamlit as st
 
-from pages.common import studio
+from annotations.users import needs_setup
+from pages.common import current_user, sign_out, studio
 
 st.set_page_config(page_title="CFT-CLIP Studio", page_icon=":material/newspaper:", layout="wide")
-studio()  # first start: creates the instance folder and database, imports the demo dataset
+app = studio()  # first start: creates the instance folder and database, imports the demo dataset
 
-navigation = st.navigation([
-    st.Page("pages/home.py", title="Articles", icon=":material/newspaper:", default=True),
-])
-navigation.run()
+ANNOTATE = st.Page("pages/annotate.py", title="Annotate", icon=":material/label:")
+ARTICLES = st.Page("pages/home.py", title="Articles", icon=":material/newspaper:")
+IMPORT = st.Page("pages/import_data.py", title="Import", icon=":material/upload:")
+REVIEW = st.Page("pages/review.py", title="Review", icon=":material/rule:")
+USERS = st.Page("pages/users.py", title="Users", icon=":material/group:")
+PAGES_BY_ROLE = {
+    "annotator": [ANNOTATE],
+    "researcher": [ARTICLES, REVIEW, IMPORT, ANNOTATE],
+    "admin": [ARTICLES, REVIEW, IMPORT, ANNOTATE, USERS],
+}
+
+user = current_user()
+if needs_setup(app.sessions):
+    pages = [st.Page("pages/setup.py", title="First-run setup", icon=":material/key:")]
+elif user is None:
+    pages = [st.Page("pages/login.py", title="Sign in", icon=":material/login:")]
+else:
+    pages = PAGES_BY_ROLE[user.role]
+    with st.sidebar:
+        st.caption(f"Signed in as **{user.username}** ({user.role})")
+        if st.button("Sign out", icon=":material/logout:"):
+            sign_out()
+            st.rerun()
+
+st.navigation(pages).run()

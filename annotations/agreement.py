@@ -110,10 +110,10 @@ def _nan_or(x: float) -> float | None:
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """DataFrame rows as JSON-friendly dicts (NaN/NA -> None, numpy scalars -> Python)."""
-    out = []
-    for row in frame.astype(object).to_dict(orient="records"):
-        out.append({k: (None if pd.isna(v) else (v.item() if isinstance(v, np.generic) else v)) for k, v in row.items()})
-    return out
+    def clean(v: Any) -> Any:
+        return None if pd.isna(v) else (v.item() if isinstance(v, np.generic) else v)
+
+    return [{k: clean(v) for k, v in row.items()} for row in frame.astype(object).to_dict(orient="records")]
 
 
 # Chance agreement of exactly 1 (both raters always used one and the same class) makes kappa 0/0.
@@ -261,7 +261,8 @@ def krippendorff_alpha(votes: Votes, level: str = "nominal") -> KrippendorffAlph
     m = counts.sum(axis=1)
     multi = m >= 2
     c, m = counts[multi].astype(float), m[multi].astype(float)
-    coincidences = np.einsum("uc,uk->ck", c / (m - 1)[:, None], c) - np.diag((c / (m - 1)[:, None]).sum(axis=0))
+    weighted = c / (m - 1)[:, None]  # each unit's pairs count 1 / (m_u - 1)
+    coincidences = weighted.T @ c - np.diag(weighted.sum(axis=0))  # minus each value paired with itself
     table = pd.DataFrame(coincidences, index=categories, columns=categories)
     n_units, n = int(multi.sum()), int(m.sum())
     if n_units == 0:
@@ -412,6 +413,7 @@ class AgreementReport:
 
 
 def agreement_report(votes: Votes, min_overlap: int = 1) -> AgreementReport:
+    """All agreement statistics of one set of votes; ``min_overlap`` as in ``cohen_kappa_pairs``."""
     df = _votes_frame(votes)
     per_item = df.groupby("item_id", sort=False).size()
     return AgreementReport(

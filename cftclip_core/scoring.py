@@ -104,8 +104,9 @@ def score_pairs(
     report = progress or (lambda stage, done, total: None)
     precision = resolve_precision(options.precision, loaded.device)
     image_hashes = [sha256_file(item.image) for item in items]
-    image_space = f"{loaded.fingerprint}|image|{loaded.preprocess.fingerprint()}"
-    text_space = f"{loaded.fingerprint}|text|{loaded.max_text_tokens}"
+    # Precision is part of the key: a bf16 embedding must not be served to a run that asked for fp32.
+    image_space = f"{loaded.fingerprint}|image|{loaded.preprocess.fingerprint()}|{precision}"
+    text_space = f"{loaded.fingerprint}|text|{loaded.max_text_tokens}|{precision}"
 
     image_paths = dict(zip(image_hashes, (item.image for item in items)))
     image_vectors = cache.get_many(image_space, list(image_paths)) if cache else {}
@@ -176,7 +177,8 @@ def _embed_images(
     device = loaded.device
     for start in range(0, len(hashes), options.batch_size):
         batch = hashes[start : start + options.batch_size]
-        pixels = normalize(torch.from_numpy(np.stack([next(crops) for _ in batch])), config).to(device)
+        # uint8 goes to the device (a quarter of the bytes) and is normalised there, off the CPU.
+        pixels = normalize(torch.from_numpy(np.stack([next(crops) for _ in batch])).to(device), config)
         with torch.inference_mode(), _autocast(precision, device):
             features = loaded.model.get_image_features(pixel_values=pixels).pooler_output
         vectors.update(zip(batch, _unit(features)))

@@ -1,4 +1,4 @@
-"""Streamlit glue shared by the pages: the instance, cached models and thumbnails."""
+"""Streamlit glue shared by the pages: the instance, the signed-in user, cached models, thumbnails."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from annotations.db import make_engine, session_factory, upgrade
 from annotations.importer import ensure_demo_dataset
+from annotations.models import User
 from annotations.settings import Settings
+from annotations.users import end_session, user_for_session
 from cftclip_core.images import load_image
 from cftclip_core.models import LoadedModel, load_model
 
 THUMBNAIL_PIXELS = 160
+SESSION_PARAM = "session"  # the sign-in token rides in the URL so that a browser refresh keeps it
 
 
 @dataclass(frozen=True)
@@ -48,3 +51,42 @@ def thumbnail_uri(path: str) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def current_user() -> User | None:
+    """The signed-in user of this browser tab, or None."""
+    token = st.session_state.get(SESSION_PARAM) or st.query_params.get(SESSION_PARAM)
+    if not token:
+        return None
+    user = user_for_session(studio().sessions, token)
+    if user is None:  # expired, signed out elsewhere, or deactivated
+        st.session_state.pop(SESSION_PARAM, None)
+        st.query_params.pop(SESSION_PARAM, None)
+        return None
+    st.session_state[SESSION_PARAM] = token
+    st.query_params[SESSION_PARAM] = token
+    return user
+
+
+def remember_sign_in(token: str) -> None:
+    st.session_state[SESSION_PARAM] = token
+    st.query_params[SESSION_PARAM] = token
+
+
+def sign_out() -> None:
+    token = st.session_state.pop(SESSION_PARAM, None)
+    st.query_params.pop(SESSION_PARAM, None)
+    if token:
+        end_session(studio().sessions, token)
+
+
+def require_role(*roles: str) -> User:
+    """The signed-in user if their role may see this page; otherwise stop the page with a refusal."""
+    user = current_user()
+    if user is None:
+        st.error("Please sign in first.")
+        st.stop()
+    if user.role not in roles:
+        st.error(f"This page is for {' and '.join(roles)}s; you are signed in as {user.role}.")
+        st.stop()
+    return user
