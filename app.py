@@ -7,10 +7,15 @@ and offers each role its pages. Every page checks the role again itself.
 import streamlit as st
 
 from annotations.users import needs_setup
-from pages.common import current_user, sign_out, studio
+from cftclip_core.errors import CftClipError
+from pages.common import current_user, escape_markdown, show_error, sign_out, studio
 
 st.set_page_config(page_title="CFT-CLIP Studio", page_icon=":material/newspaper:", layout="wide")
-app = studio()  # first start: creates the instance folder and database, imports the demo dataset
+try:
+    app = studio()  # first start: creates the instance folder and database, imports the demo dataset
+except CftClipError as exc:  # e.g. an unreachable CFTCLIP_DATABASE_URL, or a database from a newer version
+    show_error(exc)
+    st.stop()
 
 ANNOTATE = st.Page("pages/annotate.py", title="Annotate", icon=":material/label:")
 ARTICLES = st.Page("pages/home.py", title="Articles", icon=":material/newspaper:")
@@ -31,7 +36,7 @@ elif user is None:
 else:
     pages = PAGES_BY_ROLE[user.role]
     with st.sidebar:
-        st.caption(f"Signed in as **{user.username}** ({user.role})")
+        st.caption(f"Signed in as **{escape_markdown(user.username)}** ({user.role})")
         if st.button("Sign out", icon=":material/logout:"):
             sign_out()
             st.rerun()

@@ -1,4 +1,4 @@
-"""Command line for the studio database: ``python -m annotations {upgrade,import,datasets}``.
+"""Command line for the studio database: ``python -m annotations {upgrade,import,datasets,users}``.
 
 The instance folder and database come from ``CFTCLIP_INSTANCE`` / ``CFTCLIP_DATABASE_URL``.
 Errors a user can fix are printed as one message on stderr (exit code 2), never as a traceback.
@@ -7,6 +7,7 @@ Errors a user can fix are printed as one message on stderr (exit code 2), never 
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import sys
 from collections.abc import Sequence
@@ -18,7 +19,18 @@ from cftclip_core.formats import read_table
 
 from annotations.db import current_revision, make_engine, safe_url, session_factory, upgrade
 from annotations.importer import import_dataset, list_datasets
+from annotations.models import ROLES
 from annotations.settings import Settings
+from annotations.users import (
+    AuthError,
+    create_user,
+    get_user,
+    list_users,
+    normalize_username,
+    reset_password,
+    set_active,
+    set_role,
+)
 
 EXIT_USER_ERROR = 2
 
@@ -39,7 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--allow-private-urls", action="store_true", help="allow image URLs on local/private networks (trusted servers only)")
     imp.add_argument("--trust-pickle", action="store_true", help="allow a .pkl table; runs code from the file, so only for files you made")
     sub.add_parser("datasets", help="list the datasets in the database")
+    _add_users_parser(sub)
     return parser
+
+
+def _add_users_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    users = sub.add_parser("users", help="add users, reset passwords, change roles, (de)activate and list users")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    stdin_help = "read the password from the first line of standard input instead of asking twice"
+    add = users_sub.add_parser("add", help="add a user (asks for the password twice)")
+    add.add_argument("username", help="2-80 characters: a-z, 0-9, '.', '_', '-' (stored lower-case)")
+    add.add_argument("--role", required=True, choices=ROLES, help="what the user may do")
+    add.add_argument("--name", default="", help="display name shown in the app")
+    add.add_argument("--password-stdin", action="store_true", help=stdin_help)
+    reset = users_sub.add_parser("reset-password", help="set a new password; signs the user out everywhere")
+    reset.add_argument("username")
+    reset.add_argument("--password-stdin", action="store_true", help=stdin_help)
+    role = users_sub.add_parser("set-role", help="change a user's role")
+    role.add_argument("username")
+    role.add_argument("role", choices=ROLES)
+    users_sub.add_parser("deactivate", help="block a user from signing in and sign them out").add_argument("username")
+    users_sub.add_parser("activate", help="allow a deactivated user to sign in again").add_argument("username")
+    users_sub.add_parser("list", help="list users with their role and whether they are active")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             factory = session_factory(engine)
             if args.command == "import":
                 return _import(args, settings, factory)
+            if args.command == "users":
+                return _users(args, factory)
             return _list(factory)
         finally:
             engine.dispose()
@@ -109,4 +144,65 @@ def _list(factory) -> int:  # type: ignore[no-untyped-def]
     print(f"{'id':>4}  {'items':>6}  {'created (UTC)':16}  name")
     for d in datasets:
         print(f"{d.id:>4}  {d.item_count:>6}  {d.created_at:%Y-%m-%d %H:%M}  {d.name}")
+    return 0
+
+
+def _users(args: argparse.Namespace, factory) -> int:  # type: ignore[no-untyped-def]
+    command = args.users_command
+    if command == "list":
+        return _list_users(factory)
+    if command == "add":
+        normalize_username(args.username)  # refuse a bad name before asking for a password
+        user = create_user(factory, args.username, _read_password(args.password_stdin), args.role, args.name)
+        print(f"Created {user.role} '{user.username}'.")
+        with factory() as session:
+            if not any(u.role == "admin" and u.active for u in list_users(session)):
+                print("Note: there is no active admin yet; add one with: python -m annotations users add NAME --role admin",
+                      file=sys.stderr)
+        return 0
+    if command == "reset-password":
+        with factory() as session:
+            get_user(session, args.username)  # refuse an unknown name before asking for a password
+        reset_password(factory, args.username, _read_password(args.password_stdin))
+        print(f"Password of '{normalize_username(args.username)}' changed; they were signed out everywhere.")
+        return 0
+    if command == "set-role":
+        user = set_role(factory, args.username, args.role)
+        print(f"'{user.username}' is now {user.role}.")
+        return 0
+    user = set_active(factory, args.username, command == "activate")
+    print(f"'{user.username}' is now {'active' if user.active else 'deactivated and signed out'}.")
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    """The new password, from stdin's first line or typed twice without echo. Never printed."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise AuthError("No password on standard input: pass one line holding the password, "
+                            "e.g. printf '%s\\n' \"$PASSWORD\" | python -m annotations users ... --password-stdin")
+        return password
+    try:
+        first = getpass.getpass("New password: ")
+        second = getpass.getpass("Repeat the new password: ")
+    except (EOFError, KeyboardInterrupt):
+        raise AuthError("No password was given, so nothing was changed. Run the command again, "
+                        "or use --password-stdin.") from None
+    if first != second:
+        raise AuthError("The two passwords differ, so nothing was changed. Run the command again and "
+                        "type the same password twice.")
+    return first
+
+
+def _list_users(factory) -> int:  # type: ignore[no-untyped-def]
+    with factory() as session:
+        users = list_users(session)
+    if not users:
+        print("No users yet. Add the first admin with: python -m annotations users add NAME --role admin")
+        return 0
+    width = max(len("username"), *(len(u.username) for u in users))
+    print(f"{'username':{width}}  {'role':10}  {'active':6}  name")
+    for u in users:
+        print(f"{u.username:{width}}  {u.role:10}  {'yes' if u.active else 'no':6}  {u.display_name}")
     return 0

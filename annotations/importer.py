@@ -288,11 +288,19 @@ def scores_frame(session: Session, score_set_id: int) -> pd.DataFrame:
 
 
 def export_dataset(
-    session: Session, dataset_id: int, path: str | Path, media: Settings | MediaStore | None = None
+    session: Session,
+    dataset_id: int,
+    path: str | Path,
+    media: Settings | MediaStore | None = None,
+    *,
+    extra_by_id: Mapping[str, Mapping[str, Any]] | None = None,
+    label_by_id: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a dataset as a NewsTT table (format from the suffix) with its images in ``images/`` beside it.
 
-    Images are named by content hash. The label column holds the label of the imported file.
+    Images are named by content hash. The label column holds the label of the imported file unless
+    ``label_by_id`` (keyed by the table id) gives another, e.g. the gold label; ``extra_by_id`` adds
+    columns.
     """
     path = Path(path)
     frame = dataset_items_frame(session, dataset_id, media)
@@ -305,16 +313,16 @@ def export_dataset(
         target = image_dir / f"{row.media_sha256}{source.suffix}"
         if not target.exists():
             shutil.copyfile(source, target)
-        label = None if pd.isna(row.source_label) else int(row.source_label)
+        label = row.source_label if label_by_id is None else label_by_id.get(row.external_id)
         records.append(
             Record(
                 id=row.external_id,
                 image=f"images/{target.name}",
                 title=row.title,
                 summary=row.summary,
-                label=label,
+                label=None if pd.isna(label) else int(label),
                 split=None if pd.isna(row.split) else row.split,
-                extra=extras.get(row.item_id) or {},
+                extra={**(extras.get(row.item_id) or {}), **((extra_by_id or {}).get(row.external_id) or {})},
             )
         )
     return write_table(records, path)

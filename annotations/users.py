@@ -139,16 +139,8 @@ def _lock_users(session: Session) -> None:
         session.execute(text(f"LOCK TABLE {User.__tablename__} IN EXCLUSIVE MODE"))
 
 
-def find_user(session: Session, username: str) -> User | None:
-    """The user with this username (any case, surrounding spaces ignored), or None."""
-    try:
-        normalized = normalize_username(username)
-    except AuthError:
-        return None
-    return session.scalar(select(User).where(User.username == normalized))
-
-
-def _get_user(session: Session, username: str) -> User:
+def get_user(session: Session, username: str) -> User:
+    """The user with this username (any case, surrounding spaces ignored); AuthError if none."""
     normalized = normalize_username(username)
     user = session.scalar(select(User).where(User.username == normalized))
     if user is None:
@@ -232,7 +224,7 @@ def reset_password(factory: sessionmaker[Session], username: str, new_password: 
     _check_password(new_password, normalized)
     new_hash = hasher.hash(new_password)
     with write_session(factory) as session:
-        user = _get_user(session, normalized)
+        user = get_user(session, normalized)
         user.password_hash = new_hash
         session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
         session.execute(delete(LoginFailure).where(LoginFailure.username == normalized))
@@ -243,7 +235,7 @@ def set_role(factory: sessionmaker[Session], username: str, role: str) -> User:
     _check_role(role)
     with write_session(factory) as session:
         _lock_users(session)
-        user = _get_user(session, username)
+        user = get_user(session, username)
         if role != "admin":
             _refuse_if_last_admin(session, user, "change the role of")
         user.role = role
@@ -255,7 +247,7 @@ def set_active(factory: sessionmaker[Session], username: str, active: bool) -> U
     """(De)activate a user. A deactivated user is signed out and their leased items are released."""
     with write_session(factory) as session:
         _lock_users(session)
-        user = _get_user(session, username)
+        user = get_user(session, username)
         if not active:
             _refuse_if_last_admin(session, user, "deactivate")
             session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from annotations.models import User
 from annotations.settings import Settings
 from annotations.users import end_session, user_for_session
 from cftclip_core.images import load_image
+from cftclip_core.media_store import MediaStore
 from cftclip_core.models import LoadedModel, load_model
 
 THUMBNAIL_PIXELS = 160
@@ -41,6 +44,26 @@ def studio() -> Studio:
 @st.cache_resource(show_spinner="Loading the model...", max_entries=2)
 def cached_model(name: str) -> LoadedModel:
     return load_model(name, cache_dir=studio().settings.models_dir)
+
+
+def media_path(sha256: str) -> Path:
+    return MediaStore(studio().settings.media_dir).path_for(sha256)
+
+
+def escape_markdown(text: str) -> str:
+    """Text for Markdown-rendering elements (st.error, st.success...) that must show as typed."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
+
+
+def show_error(exc: Exception) -> None:
+    """A user error as a message, never a traceback; its text (paths, names) is shown as typed."""
+    st.error(escape_markdown(str(exc)), icon=":material/error:")
+
+
+def plain_text(text: str, *, size: str = "1rem", weight: int = 400) -> None:
+    """Show untrusted article text exactly as written: never as Markdown or HTML."""
+    st.html(f'<div style="font-size:{size};font-weight:{weight};white-space:pre-wrap;line-height:1.45">'
+            f"{html.escape(text)}</div>")
 
 
 @st.cache_data(max_entries=5000, show_spinner=False)

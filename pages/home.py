@@ -7,7 +7,7 @@ from annotations.predictions import articles_frame, is_meaningless, score_datase
 from cftclip_core.errors import CftClipError
 from cftclip_core.formats import TEXT_FIELDS
 from cftclip_core.models import KNOWN_MODELS, TINY_NAME
-from pages.common import cached_model, studio, thumbnail_uri
+from pages.common import cached_model, escape_markdown, require_role, show_error, studio, thumbnail_uri
 
 ROW_HEIGHT = 72  # tall enough to judge a thumbnail
 VISIBLE_ROWS = 10
@@ -17,6 +17,7 @@ TINY_WARNING = (
     "Score with a real CLIP model (e.g. a local copy of openai/clip-vit-large-patch14) to judge thumbnails."
 )
 
+require_role("researcher", "admin")
 app = studio()
 st.title("Articles")
 
@@ -45,11 +46,11 @@ with st.expander("Score this dataset with a model", expanded=False):
             )
         except CftClipError as exc:
             bar.empty()
-            st.error(str(exc))
+            show_error(exc)
         else:
             bar.empty()
             cut = score_set.n_truncated
-            st.success(f"Scored {score_set.n_items} articles with {score_set.model_name}."
+            st.success(f"Scored {score_set.n_items} articles with {escape_markdown(score_set.model_name)}."
                        + (f" {cut} text{'s' if cut > 1 else ''} cut to the model's 77-token window." if cut else ""))
 
 with app.sessions() as session:

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from annotations.users import AuthError, authenticate, start_session
-from pages.common import remember_sign_in, studio
+from pages.common import remember_sign_in, show_error, studio
 
 app = studio()
 st.title("Sign in to CFT-CLIP Studio")
@@ -15,7 +15,7 @@ if submitted:
     try:
         user = authenticate(app.sessions, username, password)
     except AuthError as exc:
-        st.error(str(exc))
+        show_error(exc)
     else:
         remember_sign_in(start_session(app.sessions, user.id))
         st.rerun()

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from annotations.users import AuthError, create_first_admin, start_session
-from pages.common import remember_sign_in, studio
+from pages.common import remember_sign_in, show_error, studio
 
 app = studio()
 st.title("Welcome to CFT-CLIP Studio")
@@ -21,7 +21,7 @@ if submitted:
         try:
             admin = create_first_admin(app.sessions, username, password, display_name=display_name)
         except AuthError as exc:
-            st.error(str(exc))
+            show_error(exc)
         else:
             remember_sign_in(start_session(app.sessions, admin.id))
             st.rerun()

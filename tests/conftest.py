@@ -69,3 +69,48 @@ def make_image(path: Path, size: tuple[int, int] = (64, 48), colour: tuple[int, 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, colour).save(path, format="JPEG")
     return path
+
+
+APP_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def app_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - yields Settings
+    """A fresh instance folder for the Streamlit app (SQLite), with the app's caches cleared."""
+    import streamlit as st
+
+    from annotations.db import upgrade
+    from annotations.settings import Settings
+
+    monkeypatch.setenv("CFTCLIP_INSTANCE", str(tmp_path / "instance"))
+    monkeypatch.delenv("CFTCLIP_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    settings = Settings.from_env().ensure()
+    upgrade(settings.database_url)
+    yield settings
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def app_test(settings, page: str = "app.py", *, user: tuple[str, str] | None = None):  # noqa: ANN001, ANN201
+    """An AppTest of ``page``, signed in as ``user`` = (username, role), created on first use."""
+    from streamlit.testing.v1 import AppTest
+
+    from annotations.db import make_engine, session_factory
+    from annotations.users import create_user, get_user, start_session
+
+    at = AppTest.from_file(str(APP_ROOT / page), default_timeout=60)
+    if user is not None:
+        factory = session_factory(make_engine(settings.database_url))
+        username, role = user
+        with factory() as session:
+            try:
+                account = get_user(session, username)
+            except Exception:  # noqa: BLE001 - not created yet
+                account = None
+        if account is None:
+            account = create_user(factory, username, "correct horse battery", role)
+        at.session_state["session"] = start_session(factory, account.id)
+    return at

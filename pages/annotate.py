@@ -1,0 +1,133 @@
+"""Annotate: one thumbnail and its text at a time, keyboard first.
+
+Y = shows an actor, N = does not, S = skip, U = undo the last vote, F = flag, G = guidelines.
+Blind: nothing here shows other annotators' labels, or the model's score before the vote.
+"""
+
+import time
+import uuid
+
+import streamlit as st
+
+from annotations.importer import list_datasets
+from annotations.labeling import REASONS, cast_vote, next_item, progress, score_after_vote, undo_last
+from annotations.models import Dataset
+from cftclip_core.errors import CftClipError
+from pages.common import media_path, plain_text, require_role, show_error, studio
+
+DEFAULT_GUIDELINES = """\
+**Does the thumbnail show at least one actor of the news event in the text?**
+
+- **Yes (Y)**: a person who takes part in the event the text describes is visible: the one who speaks,
+  acts, is arrested, elected, injured... A recognisable face is not required if the text makes clear
+  who is shown (e.g. a named speaker at the podium).
+- **No (N)**: nobody in the image is an actor of the event: a generic or stock photo, a logo or graphic,
+  another person, a place or object only, or a crop that hides the subject. Pick reasons if you can.
+- **Skip (S)**: the image does not load or you cannot judge; the item goes to someone else.
+- **Flag (F)**: mark the item for a researcher to look at, then vote as usual.
+"""
+
+user = require_role("annotator", "researcher", "admin")
+app = studio()
+tab = st.session_state.setdefault("tab_id", uuid.uuid4().hex[:12])  # one browser tab
+
+with app.sessions() as session:
+    datasets = {d.name: d for d in list_datasets(session)}
+if not datasets:
+    st.info("No dataset to label yet. A researcher imports one on the Import page.")
+    st.stop()
+dataset: Dataset = datasets[st.selectbox("Dataset", list(datasets), key="annotate_dataset")]
+
+
+@st.dialog("Guidelines", width="large")
+def show_guidelines() -> None:
+    st.markdown(dataset.guidelines or DEFAULT_GUIDELINES)  # written by researchers, not by article authors
+
+
+def request_id(action: str, item_id: int) -> str:
+    """The same click on the same card always maps to the same id, so it is recorded once."""
+    return f"{tab}:{action}:{item_id}:{st.session_state.get('card_shown_at', 0)}"
+
+
+@st.fragment
+def label_card() -> None:
+    with app.sessions() as session:
+        mine = progress(session, dataset.id, user.id)
+    st.progress(min(mine.team_labels / max(mine.labels_needed, 1), 1.0),
+                text=f"You: {mine.my_labels} labelled, {mine.my_skips} skipped  ·  Team: {mine.team_labels} of "
+                     f"{mine.labels_needed} labels, {mine.items_complete} of {mine.n_items} items complete")
+    last = st.session_state.pop("last_vote", None)
+    if last is not None:
+        st.caption(last)
+
+    card = next_item(app.sessions, dataset.id, user.id)
+    if card is None:
+        st.success("Nothing left for you in this dataset. Thank you!")
+        return
+    if st.session_state.get("card_item") != card.item_id:
+        st.session_state.card_item = card.item_id
+        st.session_state.card_shown_at = time.monotonic()
+        st.session_state.flagged = False
+
+    picture, text = st.columns([3, 2], gap="large")
+    with picture:
+        st.image(str(media_path(card.media_sha256)), width="stretch")
+        st.caption("Hover the image and use the full-screen button to zoom.")
+    with text:
+        plain_text(card.title, size="1.35rem", weight=600)
+        plain_text(card.summary)
+        reasons = st.pills("Why not? (optional, with N)", REASONS, selection_mode="multi", key=f"reasons-{card.item_id}")
+        note = st.text_input("Note (optional)", key=f"note-{card.item_id}", max_chars=2000)
+        if st.session_state.flagged:
+            st.warning("Flagged for review: vote as usual.", icon=":material/flag:")
+
+    yes, no, skip, undo, flag, guide = st.columns(6)
+    vote = None
+    if yes.button("Yes, shows an actor", key=f"y-{card.item_id}", shortcut="y", type="primary", width="stretch"):
+        vote = ("vote", 1)
+    if no.button("No actor", key=f"n-{card.item_id}", shortcut="n", width="stretch"):
+        vote = ("vote", 0)
+    if skip.button("Skip", key=f"s-{card.item_id}", shortcut="s", width="stretch"):
+        vote = ("skip", None)
+    if flag.button("Flag", key=f"f-{card.item_id}", shortcut="f", width="stretch", icon=":material/flag:"):
+        st.session_state.flagged = not st.session_state.flagged
+        st.rerun(scope="fragment")
+    if guide.button("Guidelines", key="g", shortcut="g", width="stretch"):
+        show_guidelines()
+    if undo.button("Undo last", key=f"u-{card.item_id}", shortcut="u", width="stretch"):
+        try:
+            undone = undo_last(app.sessions, user.id, dataset.id, request_id=request_id("undo", card.item_id))
+        except CftClipError as exc:
+            show_error(exc)
+            return
+        st.session_state.last_vote = "Undone: the item is back for you." if undone else "Nothing to undo."
+        st.session_state.card_item = None
+        st.rerun(scope="fragment")
+
+    if vote is not None:
+        action, value = vote
+        try:
+            cast_vote(app.sessions, user.id, card.item_id, value,
+                      reasons=reasons if value == 0 else (), note=note, flagged=st.session_state.flagged,
+                      seconds_spent=time.monotonic() - st.session_state.card_shown_at,
+                      request_id=request_id(action, card.item_id))
+        except CftClipError as exc:
+            show_error(exc)
+            return
+        st.session_state.last_vote = vote_summary(card.item_id, card.external_id, value)
+        st.rerun(scope="fragment")
+
+
+def vote_summary(item_id: int, external_id: str, value: int | None) -> str:
+    said = {1: "yes, shows an actor", 0: "no actor", None: "skipped"}[value]
+    summary = f"Saved {external_id}: {said}. Press U to undo."
+    if value is not None:
+        with app.sessions() as session:
+            score = score_after_vote(session, dataset.id, item_id, user.id)
+        if score is not None:
+            summary += f" The model's similarity for it was {score:.3f}."
+    return summary
+
+
+st.title("Annotate")
+label_card()

@@ -1,0 +1,59 @@
+"""Users (admins only): add people, set roles, reset passwords, deactivate. Passwords are never shown."""
+
+import pandas as pd
+import streamlit as st
+
+from annotations.models import ROLES
+from annotations.users import AuthError, create_user, list_users, reset_password, set_active, set_role
+from pages.common import escape_markdown, require_role, show_error, studio
+
+require_role("admin")
+app = studio()
+st.title("Users")
+
+with app.sessions() as session:
+    users = list_users(session)
+st.dataframe(
+    pd.DataFrame([{"username": u.username, "name": u.display_name, "role": u.role, "active": u.active,
+                   "since": u.created_at} for u in users]),
+    hide_index=True, width="stretch",
+)
+
+
+def attempt(action, success: str) -> None:  # noqa: ANN001 - a no-argument callable
+    try:
+        action()
+    except AuthError as exc:
+        show_error(exc)
+    else:
+        st.toast(escape_markdown(success))
+        st.rerun()
+
+
+add, change = st.columns(2, gap="large")
+with add, st.form("add-user", clear_on_submit=True):
+    st.subheader("Add a user")
+    username = st.text_input("Username (letters, digits, . _ -)")
+    display_name = st.text_input("Display name (optional)")
+    role = st.selectbox("Role", ROLES, index=ROLES.index("annotator"))
+    password = st.text_input("First password (at least 8 characters; they can be given a new one later)",
+                             type="password", autocomplete="new-password")
+    if st.form_submit_button("Add user", type="primary"):
+        attempt(lambda: create_user(app.sessions, username, password, role, display_name), f"Added {username}.")
+
+with change, st.form("change-user"):
+    st.subheader("Change a user")
+    who = st.selectbox("User", [u.username for u in users])
+    new_role = st.selectbox("New role", ROLES)
+    new_password = st.text_input("New password", type="password", autocomplete="new-password")
+    role_clicked = st.form_submit_button("Set role")
+    password_clicked = st.form_submit_button("Reset password (signs them out everywhere)")
+    deactivate_clicked = st.form_submit_button("Deactivate")
+    activate_clicked = st.form_submit_button("Activate")
+    if role_clicked:
+        attempt(lambda: set_role(app.sessions, who, new_role), f"{who} is now {new_role}.")
+    if password_clicked:
+        attempt(lambda: reset_password(app.sessions, who, new_password), f"New password set for {who}.")
+    if deactivate_clicked or activate_clicked:
+        attempt(lambda: set_active(app.sessions, who, activate_clicked),
+                f"{who} is {'active' if activate_clicked else 'deactivated'}.")

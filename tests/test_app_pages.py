@@ -1,0 +1,195 @@
+"""Every page and role through Streamlit's AppTest: sign-in, setup, annotate, review, import, users."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from annotations.db import make_engine, session_factory
+from annotations.models import GoldLabel, Label, LabelEvent, User
+from cftclip_core.demo import demo_table_path
+from tests.conftest import app_test, make_image
+
+ANNOTATOR = ("ann", "annotator")
+RESEARCHER = ("rita", "researcher")
+ADMIN = ("ada", "admin")
+
+
+def sessions(settings):  # noqa: ANN001, ANN201
+    return session_factory(make_engine(settings.database_url))
+
+
+def labels_in(settings) -> list[tuple[int, str, int | None]]:  # noqa: ANN001
+    with sessions(settings)() as session:
+        return session.execute(select(Label.item_id, User.username, Label.value).join(User)).all()
+
+
+def reopened(settings, at):  # noqa: ANN001, ANN201
+    """The app as the same browser tab sees it on its next visit (AppTest does not follow the
+    navigation change that signing in causes, so the new page list is checked on a fresh run)."""
+    fresh = app_test(settings)
+    fresh.session_state["session"] = at.session_state["session"]
+    return fresh.run()
+
+
+def click(at, label: str):  # noqa: ANN001, ANN201
+    return next(b for b in at.button if b.label == label).click().run()
+
+
+def test_first_run_setup_creates_the_admin_and_signs_in(app_instance) -> None:  # noqa: ANN001
+    at = app_test(app_instance).run()
+    assert any("No account exists yet" in m.value for m in at.markdown)
+    at.text_input[0].input("boss")
+    at.text_input[2].input("a long password")
+    at.text_input[3].input("a long password")
+    at.button[0].click().run()
+    assert not at.exception
+    assert reopened(app_instance, at).title[0].value == "Articles"  # signed in as the new admin
+    at = app_test(app_instance).run()  # setup is offered only while no user exists
+    assert at.title[0].value == "Sign in to CFT-CLIP Studio"
+
+
+def test_sign_in_same_message_for_unknown_user_and_wrong_password(app_instance) -> None:  # noqa: ANN001
+    app_test(app_instance, user=ANNOTATOR)  # creates the account
+    messages = []
+    for username, password in (("ann", "wrong password"), ("nobody", "wrong password")):
+        at = app_test(app_instance).run()
+        at.text_input[0].input(username)
+        at.text_input[1].input(password)
+        at.button[0].click().run()
+        messages.append([e.value for e in at.error])
+    assert messages[0] == messages[1] and messages[0]
+    at = app_test(app_instance).run()
+    at.text_input[0].input("ann")
+    at.text_input[1].input("correct horse battery")
+    at.button[0].click().run()
+    assert reopened(app_instance, at).title[0].value == "Annotate"
+
+
+def test_annotator_sees_only_annotate_and_is_refused_elsewhere(app_instance) -> None:  # noqa: ANN001
+    at = app_test(app_instance, user=ANNOTATOR).run()
+    assert at.title[0].value == "Annotate"
+    for page in ("pages/review.py", "pages/home.py", "pages/import_data.py", "pages/users.py"):
+        at = app_test(app_instance, page, user=ANNOTATOR).run()
+        assert any("you are signed in as annotator" in e.value for e in at.error), page
+        assert not at.dataframe and not at.button
+
+
+def test_researcher_is_refused_the_users_page(app_instance) -> None:  # noqa: ANN001
+    at = app_test(app_instance, "pages/users.py", user=RESEARCHER).run()
+    assert any("signed in as researcher" in e.value for e in at.error)
+
+
+def test_annotate_keyboard_flow_vote_reasons_skip_flag_undo(app_instance) -> None:  # noqa: ANN001
+    app_test(app_instance, user=ADMIN).run()  # first start imports the demo dataset
+    at = app_test(app_instance, "pages/annotate.py", user=ANNOTATOR).run()
+    assert not at.exception
+    shown = [m.value for m in at.get("html")]
+    assert any("Collins" in h for h in shown)  # the first item's title, as plain text
+    assert not at.metric and not any("similarity" in c.value.lower() for c in at.caption)  # blind
+
+    click(at, "Yes, shows an actor")
+    assert [v for _, _, v in labels_in(app_instance)] == [1]
+    at.get("button_group")[0].set_value(["wrong person"]).run()  # reason chips for a "no"
+    click(at, "No actor")
+    click(at, "Flag")
+    click(at, "Skip")
+    assert sorted((v is None) for _, _, v in labels_in(app_instance)) == [False, False, True]
+    with sessions(app_instance)() as session:
+        no = session.scalars(select(Label).where(Label.value == 0)).one()
+        skipped = session.scalars(select(Label).where(Label.value.is_(None))).one()
+        assert no.reasons == ["wrong person"] and skipped.flagged and no.seconds_spent is not None
+    click(at, "Undo last")
+    assert len(labels_in(app_instance)) == 2
+    assert any("Undone" in c.value for c in at.caption)
+    with sessions(app_instance)() as session:
+        assert session.scalar(select(func.count()).select_from(LabelEvent)) == 4  # vote, vote, skip, undo
+
+
+def test_article_markup_shows_as_text(app_instance, tmp_path: Path) -> None:  # noqa: ANN001
+    make_image(tmp_path / "a.jpg")
+    pd.DataFrame([{"id": "x", "image": "a.jpg", "title": "<script>alert(1)</script> **bold**",
+                   "summary": "![img](http://evil/x.png) <b>hi</b>"}]).to_csv(tmp_path / "t.csv", index=False)
+    at = app_test(app_instance, "pages/import_data.py", user=RESEARCHER).run()
+    at.radio[0].set_value("A file on this server").run()
+    at.text_input[0].input(str(tmp_path / "t.csv"))
+    at.text_input[1].input("markup").run()
+    click(at, "Import")
+    at = app_test(app_instance, "pages/annotate.py", user=ANNOTATOR)
+    at.session_state["annotate_dataset"] = "markup"
+    at.run()
+    shown = " ".join(h.value for h in at.get("html"))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; **bold**" in shown and "<b>" not in shown
+
+
+def test_import_page_previews_problems_and_writes_nothing(app_instance, tmp_path: Path) -> None:  # noqa: ANN001
+    make_image(tmp_path / "a.jpg")
+    (tmp_path / "broken.jpg").write_text("not an image")
+    pd.DataFrame([{"id": "1", "image": "a.jpg", "title": "t", "summary": "s", "label": 3},
+                  {"id": "1", "image": "a.jpg", "title": "t", "summary": "", "label": 1}]).to_csv(tmp_path / "bad.csv",
+                                                                                               index=False)
+    at = app_test(app_instance, "pages/import_data.py", user=RESEARCHER).run()
+    at.radio[0].set_value("A file on this server").run()
+    at.text_input[0].input(str(tmp_path / "bad.csv"))
+    at.text_input[1].input("bad").run()
+    assert any("Nothing was imported" in e.value for e in at.error)
+    assert "'3' is not 0 or 1" in at.code[0].value and "duplicate id" in at.code[0].value
+
+    pd.DataFrame([{"id": "1", "image": "broken.jpg", "title": "t", "summary": "s"},
+                  {"id": "2", "image": "a.jpg", "title": "t", "summary": "s"}]).to_csv(tmp_path / "img.csv", index=False)
+    at.text_input[0].input(str(tmp_path / "img.csv")).run()
+    assert at.dataframe[0].value["id"].tolist() == ["1", "2"]  # preview before writing
+    click(at, "Import")
+    assert any("Nothing was imported" in e.value for e in at.error) and "broken.jpg" in at.code[0].value
+    at.checkbox[0].check().run()  # skip bad rows
+    click(at, "Import")
+    assert any("Imported 1 items as 'bad'" in s.value for s in at.success)
+
+
+def test_review_shows_agreement_and_settles_gold(app_instance) -> None:  # noqa: ANN001
+    from annotations.importer import import_dataset
+    from annotations.labeling import cast_vote, next_item
+    from annotations.users import create_user
+    from cftclip_core.formats import read_table
+
+    factory = sessions(app_instance)
+    dataset = import_dataset(factory, app_instance, read_table(demo_table_path()), "votes")
+    voters = [create_user(factory, name, "correct horse battery", "annotator") for name in ("a1", "a2", "a3")]
+    for index, voter in enumerate(voters):
+        for _ in range(4):
+            card = next_item(factory, dataset.id, voter.id)
+            cast_vote(factory, voter.id, card.item_id, 1 if index < 2 or card.position % 2 else 0)
+    at = app_test(app_instance, "pages/review.py", user=RESEARCHER)
+    at.session_state["review_dataset"] = "votes"
+    at.run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Votes"] == "12" and metrics["Fleiss' kappa"] != "n/a"
+    assert any("not settled yet" in c.value for c in at.caption)
+    at.text_input[0].input("face of the minister is visible")
+    next(b for b in at.button if b.label == "Save gold label").click().run()
+    assert not at.exception
+    with factory() as session:
+        gold = session.scalars(select(GoldLabel)).one()
+        assert gold.reason == "face of the minister is visible" and gold.method == "adjudicated"
+
+
+def test_admin_adds_a_user_without_seeing_passwords(app_instance) -> None:  # noqa: ANN001
+    at = app_test(app_instance, "pages/users.py", user=ADMIN).run()
+    at.text_input[0].input("newbie")
+    at.text_input[2].input("another long password")
+    next(b for b in at.button if b.label == "Add user").click().run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert "newbie" in table["username"].tolist()
+    assert not any("$argon2" in str(v) for v in table.to_numpy().ravel())
+
+
+@pytest.mark.parametrize("page", ["pages/annotate.py", "pages/review.py", "pages/home.py", "pages/import_data.py",
+                                  "pages/users.py"])
+def test_every_page_refuses_visitors_who_are_not_signed_in(app_instance, page: str) -> None:  # noqa: ANN001
+    at = app_test(app_instance, page).run()
+    assert any("Please sign in first" in e.value for e in at.error)
