@@ -25,11 +25,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cftclip_core.demo import demo_table_path
-from cftclip_core.errors import DataError, FetchError, ImageError
-from cftclip_core.fetch import fetch_many
-from cftclip_core.formats import Record, Table, check_text_field, read_table, write_table
-from cftclip_core.images import decode_image
+from cftclip_core.errors import DataError, ImageError
+from cftclip_core.formats import Record, Table, check_text_field, problems_message, read_table, write_table
 from cftclip_core.media_store import MediaStore, StoredMedia
+from cftclip_core.table_images import CheckedImage, check_table_images
 
 from annotations.db import make_engine, session_factory, write_session
 from annotations.models import Dataset, Item, Media, Score, ScoreSet, utcnow
@@ -43,7 +42,6 @@ DEMO_DESCRIPTION = (
     "(see cftclip_core/demo_data/README.md)."
 )
 PREVIEW_ROWS = 20
-MAX_PROBLEMS_SHOWN = 50
 MAX_NAME_LENGTH = 200  # Dataset.name
 MAX_ID_LENGTH = 200  # Item.external_id
 MAX_SPLIT_LENGTH = 50  # Item.split
@@ -63,14 +61,6 @@ class ImportPreview:
     n_url_images: int
     splits: dict[str, int] = field(default_factory=dict)
     has_labels: bool = False
-
-
-@dataclass(frozen=True)
-class _CheckedImage:
-    media: StoredMedia | None  # None until copied into the store (local files)
-    suffix: str
-    width: int
-    height: int
 
 
 def media_store(settings_or_store: Settings | MediaStore) -> MediaStore:
@@ -130,20 +120,19 @@ def import_dataset(
 
     problems = _length_problems(table.records)
     if problems:  # values the database cannot hold: not an image problem, never skipped
-        raise DataError(_problems_message(table, problems, "value(s) too long", skippable=False))
+        raise DataError(_refusal(table, problems, "value(s) too long", skippable=False))
 
-    checked, image_problems = _check_images(table, store, allow_private_urls, progress)
+    check = check_table_images(table, store, allow_private=allow_private_urls, progress=progress)
     records = table.records
-    if image_problems:
-        bad_ids = {item_id for item_id, _ in image_problems}
+    if check.problems:
+        bad_ids = check.bad_ids
         if not skip_bad_rows or len(bad_ids) == len(records):
-            lines = [f"item '{item_id}': {message}" for item_id, message in image_problems]
-            raise DataError(_problems_message(table, lines, "image problem(s)", skippable=not skip_bad_rows))
+            raise DataError(_refusal(table, check.problem_lines(), "image problem(s)", skippable=not skip_bad_rows))
         log.warning("Skipping %d item(s) whose image cannot be used", len(bad_ids))
         records = [r for r in records if r.id not in bad_ids]
 
-    checked = _copy_local_images(table, records, checked, store, progress)
-    dataset = _insert_dataset(factory, table, records, checked, name, description)
+    stored = _store_images(records, check.ok, store, progress)
+    dataset = _insert_dataset(factory, table, records, check.ok, stored, name, description)
     log.info("Imported dataset '%s' (id %d) with %d item(s)", name, dataset.id, dataset.item_count)
     return dataset
 
@@ -362,97 +351,49 @@ def _length_problems(records: Iterable[Record]) -> list[str]:
     return problems
 
 
-def _problems_message(table: Table, lines: list[str], what: str, *, skippable: bool) -> str:
+def _refusal(table: Table, lines: list[str], what: str, *, skippable: bool) -> str:
     source = f"'{table.source.name}'" if table.source else "The table"
-    shown = "\n".join(f"  - {line}" for line in lines[:MAX_PROBLEMS_SHOWN])
-    more = f"\n  ... and {len(lines) - MAX_PROBLEMS_SHOWN} more" if len(lines) > MAX_PROBLEMS_SHOWN else ""
     fix = "Fix them" + (", or skip those rows explicitly (--skip-bad-rows)" if skippable else "") + ", then import again."
-    return f"{source} has {len(lines)} {what}; nothing was imported. {fix}\n{shown}{more}"
+    return problems_message(f"{source} has {len(lines)} {what}; nothing was imported. {fix}", lines)
 
 
-def _check_images(
-    table: Table, store: MediaStore, allow_private: bool, progress: ImportProgress | None
-) -> tuple[dict[str, _CheckedImage], list[tuple[str, str]]]:
-    """Decode every local image and download every URL. Returns image key -> checked image, and
-    (item id, message) for every item whose image cannot be used."""
-    checked: dict[str, _CheckedImage] = {}
-    failures: dict[str, str] = {}
-
-    local = list(dict.fromkeys(r.image for r in table.records if not r.image_is_url))
-    for done, image in enumerate(local, start=1):
-        try:
-            decoded = decode_image(table.base_dir / image, name=f"'{image}'")
-        except ImageError as exc:
-            failures[image] = str(exc)
-        else:
-            checked[image] = _CheckedImage(None, decoded.suffix, *decoded.image.size)
-            decoded.image.close()
-        if progress is not None:
-            progress("checking images", done, len(local))
-
-    urls = list(dict.fromkeys(r.image for r in table.records if r.image_is_url))
-    if urls:
-        report = fetch_many(
-            urls,
-            store,
-            allow_private=allow_private,
-            progress=(lambda d, t: progress("downloading images", d, t)) if progress is not None else None,
-        )
-        for url, error in report.errors.items():
-            failures[url] = str(error)
-        for url, stored in report.stored.items():
-            try:  # also re-checks files the URL cache returned without downloading
-                decoded = decode_image(stored.path, name=url)
-            except ImageError as exc:
-                failures[url] = str(exc)
-            else:
-                checked[url] = _CheckedImage(stored, decoded.suffix, *decoded.image.size)
-                decoded.image.close()
-        for url in urls:
-            if url not in checked and url not in failures:  # fetch_many reports every URL; be safe
-                failures[url] = str(FetchError(f"Cannot download {url}: no result. Retry the import."))
-
-    problems = [(r.id, failures[r.image]) for r in table.records if r.image in failures]
-    return checked, problems
-
-
-def _copy_local_images(
-    table: Table,
+def _store_images(
     records: list[Record],
-    checked: dict[str, _CheckedImage],
+    checked: dict[str, CheckedImage],
     store: MediaStore,
     progress: ImportProgress | None,
-) -> dict[str, _CheckedImage]:
-    needed = list(dict.fromkeys(r.image for r in records if checked[r.image].media is None))
-    result = dict(checked)
-    for done, image in enumerate(needed, start=1):
-        info = checked[image]
-        stored = store.put_file(table.base_dir / image, suffix=info.suffix)
-        result[image] = _CheckedImage(stored, info.suffix, info.width, info.height)
+) -> dict[str, StoredMedia]:
+    """Item id -> its image in the media store; local files are copied in, each file once."""
+    local = {checked[r.id].path: checked[r.id].suffix for r in records if not r.image_is_url}
+    copied: dict[Path, StoredMedia] = {}
+    for done, (path, suffix) in enumerate(local.items(), start=1):
+        copied[path] = store.put_file(path, suffix=suffix)
         if progress is not None:
-            progress("copying images", done, len(needed))
-    return result
+            progress("copying images", done, len(local))
+    return {
+        r.id: store.get(checked[r.id].sha256) if r.image_is_url else copied[checked[r.id].path] for r in records
+    }
 
 
 def _insert_dataset(
     factory: sessionmaker[Session],
     table: Table,
     records: list[Record],
-    checked: dict[str, _CheckedImage],
+    checked: dict[str, CheckedImage],
+    stored: dict[str, StoredMedia],
     name: str,
     description: str,
 ) -> Dataset:
     now = utcnow()
     media_rows: dict[str, dict[str, Any]] = {}
     for record in records:
-        info = checked[record.image]
-        assert info.media is not None
+        info, media = checked[record.id], stored[record.id]
         media_rows.setdefault(
-            info.media.sha256,
+            media.sha256,
             {
-                "sha256": info.media.sha256,
+                "sha256": media.sha256,
                 "suffix": info.suffix,
-                "size_bytes": info.media.size,
+                "size_bytes": media.size,
                 "width": info.width,
                 "height": info.height,
                 "created_at": now,
@@ -478,7 +419,7 @@ def _insert_dataset(
                     {
                         "dataset_id": dataset.id,
                         "external_id": r.id,
-                        "media_sha256": checked[r.image].media.sha256,  # type: ignore[union-attr]
+                        "media_sha256": stored[r.id].sha256,
                         "image_url": r.image if r.image_is_url else None,
                         "title": r.title,
                         "summary": r.summary,
@@ -490,7 +431,7 @@ def _insert_dataset(
                     for position, r in enumerate(records)
                 ],
             )
-    except IntegrityError as exc:
+    except IntegrityError:
         with factory() as session:
             if _dataset_id_by_name(session, name) is not None:  # a concurrent import took the name
                 raise _name_taken(name) from None

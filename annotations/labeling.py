@@ -8,9 +8,9 @@ per item (the ``leases`` primary key), which is what makes a hand-out exclusive.
 
 Concurrency. Every write runs in one short transaction:
 - SQLite: ``write_session`` starts it with ``BEGIN IMMEDIATE``, so read-then-write sequences are
-  serialised by SQLite's single writer lock. Threads of one process also queue on an in-process
-  lock first: waiting on a Python lock wakes the next writer at once, where SQLite's busy handler
-  polls with sleeps of up to 100 ms (that polling is what made tail latencies long).
+  serialised by SQLite's single writer lock. Threads of one process first queue, in arrival
+  order, on an in-process lock: it wakes the next writer at once, where SQLite's busy handler
+  polls with sleeps of up to 100 ms and lets some writers wait seconds under load.
 - PostgreSQL (read committed): each write first locks the acting user's row, so the actions of
   one annotator (two tabs, a double click) are serialised and see each other; candidate items are
   picked with ``FOR NO KEY UPDATE SKIP LOCKED`` so annotators asking at the same moment get
@@ -33,6 +33,7 @@ import logging
 import math
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ class RecentLabel:
 
 # --- prebuilt statements -------------------------------------------------------------------------
 # Built once and executed on the session's connection: SQLAlchemy then reuses their compiled form,
-# which keeps a vote plus the next item at a few milliseconds of Python per call.
+# which keeps a vote plus the next item at about a millisecond per call on SQLite.
 
 _P = bindparam  # short alias for the statements below
 _LOCK_USER = select(User.id).where(User.id == _P("user_id")).with_for_update(key_share=True)  # FOR NO KEY UPDATE
@@ -142,7 +143,7 @@ _HELD_LEASE = (
     .order_by(Lease.leased_at.desc())
     .limit(1)
 )
-_RENEW_LEASE = update(Lease).where(Lease.item_id == _P("item_id")).values(expires_at=_P("expires"))
+_RENEW_LEASE = update(Lease).where(Lease.item_id == _P("k_item")).values(expires_at=_P("expires"))
 _DROP_MY_LEASE = (
     delete(Lease).where(Lease.item_id == _P("item_id"), Lease.user_id == _P("user_id")).returning(Lease.expires_at)
 )
@@ -234,7 +235,7 @@ def next_item(
         mine = {"user_id": user_id, "dataset_id": dataset_id, "now": now}
         held = conn.execute(_HELD_LEASE, mine).scalar()
         if held is not None:
-            conn.execute(_RENEW_LEASE, {"item_id": held, "expires": expires})
+            conn.execute(_RENEW_LEASE, {"k_item": held, "expires": expires})
             return _card(conn, held, expires)
 
         postgres = conn.dialect.name == "postgresql"
@@ -712,20 +713,62 @@ def _check_request_id(request_id: Any) -> None:
         )
 
 
-_sqlite_write_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+class _FairLock:
+    """A lock handed to waiting threads in arrival order. ``threading.Lock`` is not fair: under
+    load one thread can take it again and again while another waits (p95 130 ms vs 60 ms with
+    this one, 20 annotators voting flat out in benchmarks/bench_labeling.py)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._waiting: deque[threading.Lock] = deque()
+        self._held = False
+
+    def __enter__(self) -> None:
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiting.append(turn)
+        try:
+            turn.acquire()  # released by the holder when it is our turn
+        except BaseException:
+            with self._guard:
+                if turn in self._waiting:
+                    self._waiting.remove(turn)
+                else:  # our turn came meanwhile: pass it on
+                    self._hand_over()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        with self._guard:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._waiting:
+            self._waiting.popleft().release()
+        else:
+            self._held = False
+
+
+_sqlite_write_locks: weakref.WeakKeyDictionary[Engine, _FairLock] = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 
 
 @contextmanager
 def _write(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """``write_session``, queued behind an in-process lock per engine on SQLite (see module docstring)."""
+    """``write_session``, queued in arrival order behind one in-process lock per SQLite engine
+    (see the module docstring); other processes still wait through SQLite's busy timeout."""
     engine = factory.kw.get("bind")
     if not isinstance(engine, Engine) or engine.dialect.name != "sqlite":
         with write_session(factory) as session:
             yield session
         return
     with _locks_guard:
-        lock = _sqlite_write_locks.setdefault(engine, threading.Lock())
+        lock = _sqlite_write_locks.get(engine)
+        if lock is None:
+            lock = _sqlite_write_locks[engine] = _FairLock()
     with lock, write_session(factory) as session:
         yield session
 

@@ -2,9 +2,10 @@
 
 Everything the app writes (database, media store, caches, model checkpoints) lives under the
 instance folder, by default ``./instance`` (resolved against the current directory), overridable
-with ``CFTCLIP_INSTANCE``. The database URL defaults to a SQLite file in that folder and can point
-elsewhere (e.g. PostgreSQL) with ``CFTCLIP_DATABASE_URL``. Reading settings creates nothing;
-folders are made only by :meth:`Settings.ensure`.
+with ``CFTCLIP_INSTANCE`` (rule in ``cftclip_core.instance``, shared with the command line). The
+database URL defaults to a SQLite file in that folder and can point elsewhere (e.g. PostgreSQL)
+with ``CFTCLIP_DATABASE_URL``. Reading settings creates nothing; folders are made only by
+:meth:`Settings.ensure`.
 """
 
 from __future__ import annotations
@@ -17,16 +18,10 @@ from typing import Mapping
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-INSTANCE_ENV = "CFTCLIP_INSTANCE"
+from cftclip_core.instance import INSTANCE_ENV, instance_dir  # the same rule as the command line's
+
 DATABASE_URL_ENV = "CFTCLIP_DATABASE_URL"
-DEFAULT_INSTANCE = "instance"
 DATABASE_FILE = "studio.db"
-
-
-def instance_dir(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    value = env.get(INSTANCE_ENV, "").strip()
-    return Path(value or DEFAULT_INSTANCE).expanduser().resolve()
 
 
 def sqlite_url(path: Path) -> str:

@@ -9,30 +9,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from cftclip_core import metrics, models, synthetic
 from cftclip_core.embedding_cache import EmbeddingCache
-from cftclip_core.errors import CftClipError, FetchError
-from cftclip_core.fetch import fetch_many
-from cftclip_core.formats import TEXT_FIELDS, Table, read_table
+from cftclip_core.errors import CftClipError, DataError
+from cftclip_core.formats import TEXT_FIELDS, problems_message, read_table
 from cftclip_core.images import PixelCache
+from cftclip_core.instance import instance_dir
 from cftclip_core.media_store import MediaStore
 from cftclip_core.scoring import PRECISIONS, ScoreItem, ScoreOptions, score_pairs
+from cftclip_core.table_images import check_table_images
 
 log = logging.getLogger("cftclip_core")
 
 SCORE_COLUMNS = ["id", "split", "label", "similarity", "truncated", "image_sha256", "model", "model_fingerprint",
                  "text_field"]
-
-
-def instance_dir() -> Path:
-    return Path(os.environ.get("CFTCLIP_INSTANCE", "instance")).resolve()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--precision", choices=PRECISIONS, default="auto")
     score.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     score.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
-    score.add_argument("--skip-bad-rows", action="store_true", help="score the valid rows of a table with errors")
+    score.add_argument("--skip-bad-rows", action="store_true",
+                       help="score the valid rows of a table with errors (bad values or unusable images)")
     score.add_argument("--trust-pickle", action="store_true",
                        help="allow reading a pickled DataFrame (runs code from the file: only for your own files)")
     score.add_argument("--allow-private-urls", action="store_true",
@@ -108,20 +106,34 @@ def run_score(args: argparse.Namespace) -> int:
     for problem in table.skipped:
         print(f"skipped: {problem}", file=sys.stderr)
     root = instance_dir()
-    images = resolve_images(table, MediaStore(root / "media"), allow_private=args.allow_private_urls)
+    # Every image is checked (decoded, URLs downloaded) before the model is even loaded.
+    with _ProgressBars() as bars:
+        check = check_table_images(table, MediaStore(root / "media"), allow_private=args.allow_private_urls,
+                                   progress=bars.update)
+    records = table.records
+    if check.problems:
+        lines = check.problem_lines()
+        if not args.skip_bad_rows or len(check.bad_ids) == len(records):
+            fix = "Fix them" + ("" if args.skip_bad_rows else ", or skip those rows explicitly (--skip-bad-rows)")
+            raise DataError(problems_message(
+                f"{args.data} has {len(lines)} image problem(s); nothing was scored. {fix}.", lines))
+        for line in lines:
+            print(f"skipped: {line}", file=sys.stderr)
+        records = [r for r in records if r.id not in check.bad_ids]
     loaded = models.load_model(args.model, cache_dir=root / "models", device=args.device or _default_device())
     if loaded.is_tiny:
         print(f"note: '{loaded.name}' has random weights; its scores carry no meaning.", file=sys.stderr)
-    items = [ScoreItem(r.id, images[r.id], r.text(args.text)) for r in table.records]
+    items = [ScoreItem(r.id, check.ok[r.id].path, r.text(args.text)) for r in records]
     cache = None if args.no_cache else EmbeddingCache(root / "cache" / "embeddings.sqlite")
     pixel_cache = None if args.no_cache else PixelCache(root / "cache" / "pixels", loaded.preprocess)
     options = ScoreOptions(batch_size=args.batch_size, precision=args.precision)
     with _ProgressBars() as bars:
-        run = score_pairs(loaded, items, cache=cache, pixel_cache=pixel_cache, options=options, progress=bars.update)
+        run = score_pairs(loaded, items, cache=cache, pixel_cache=pixel_cache, options=options,
+                          progress=lambda stage, done, total: bars.update(f"embedding {stage}", done, total))
     frame = pd.DataFrame({
         "id": run.keys,
-        "split": [r.split for r in table.records],
-        "label": pd.array([r.label for r in table.records], dtype="Int64"),
+        "split": [r.split for r in records],
+        "label": pd.array([r.label for r in records], dtype="Int64"),
         "similarity": run.similarities,
         "truncated": run.truncated,
         "image_sha256": run.image_sha256,
@@ -136,22 +148,6 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_images(table: Table, store: MediaStore, *, allow_private: bool) -> dict[str, Path]:
-    """Local path of every record's image; URLs are downloaded once into the media store."""
-    urls = sorted({r.image for r in table.records if r.image_is_url})
-    fetched: dict[str, Path] = {}
-    if urls:
-        with tqdm(total=len(urls), desc="downloading images", unit="img") as bar:
-            report = fetch_many(urls, store, allow_private=allow_private,
-                                progress=lambda done, total: bar.update(done - bar.n))
-        if report.errors:
-            lines = "\n".join(f"  - {error}" for error in list(report.errors.values())[:20])
-            raise FetchError(f"{len(report.errors)} of {len(urls)} image URL(s) could not be downloaded; "
-                             f"nothing was scored:\n{lines}")
-        fetched = {url: media.path for url, media in report.stored.items()}
-    return {r.id: fetched[r.image] if r.image_is_url else table.image_path(r) for r in table.records}
-
-
 def run_eval(args: argparse.Namespace) -> int:
     scores = read_scores(args.scores)
     if args.val is not None:
@@ -159,6 +155,13 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         is_val = scores["split"] == args.val_split
         val, test = scores[is_val], scores[~is_val]
+    strategy = _threshold_arg(args.threshold)
+    if val.empty and isinstance(strategy, str):
+        where = f"no rows in {args.val}" if args.val is not None else f"no rows with split '{args.val_split}' in {args.scores}"
+        raise CftClipError(
+            f"The {strategy} threshold needs validation scores, but there are {where}; give --val FILE, "
+            "--val-split NAME, or a number as --threshold."
+        )
     if args.test_split is not None:
         test = test[test["split"] == args.test_split]
     if test.empty:
@@ -169,7 +172,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "labelled rows with --test-split."
         )
     val_labels = None if val["label"].isna().any() else val["label"].to_numpy(dtype=int)
-    threshold = metrics.choose_threshold(_threshold_arg(args.threshold), val["similarity"].to_numpy(float), val_labels)
+    threshold = metrics.choose_threshold(strategy, val["similarity"].to_numpy(float), val_labels)
     report = metrics.evaluate(test["similarity"].to_numpy(float), test["label"].to_numpy(dtype=int), threshold,
                               n_bootstrap=args.bootstrap, seed=args.seed)
     result = {"scores": str(args.scores), "n_validation": int(len(val)), **report.to_dict()}
@@ -181,13 +184,36 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def read_scores(path: Path) -> pd.DataFrame:
+    """A scores file written by ``score``, with ``label`` (0, 1 or empty) and ``similarity`` (finite) checked."""
     if not path.is_file():
         raise CftClipError(f"No scores file at '{path}': write one with `python -m cftclip_core score`.")
-    frame = pd.read_csv(path, dtype={"id": str, "split": str})
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise CftClipError(f"Cannot read '{path}' as a UTF-8 CSV scores file ({exc}); write it with 'score'.") from None
     missing = {"id", "similarity", "label", "split"} - set(frame.columns)
     if missing:
         raise CftClipError(f"'{path}' lacks column(s) {', '.join(sorted(missing))}; is it a scores file from 'score'?")
-    frame["label"] = frame["label"].astype("Int64")
+    label_text = frame["label"].str.strip()
+    labels = pd.to_numeric(label_text, errors="coerce")
+    bad_label = (label_text != "") & ~labels.isin([0, 1])
+    similarity = pd.to_numeric(frame["similarity"].str.strip(), errors="coerce")
+    bad_similarity = ~np.isfinite(similarity.to_numpy(dtype=float))
+    problems = sorted(
+        (int(row), column, f"'{value}' {reason}")
+        for column, bad, reason in (("label", bad_label, "is not 0 or 1 (leave it empty if unlabelled)"),
+                                    ("similarity", bad_similarity, "is not a finite number"))
+        for row, value in zip(np.flatnonzero(bad) + 1, frame[column][bad])
+    )
+    if problems:
+        raise DataError(problems_message(
+            f"'{path}' has {len(problems)} bad value(s); nothing was evaluated. Correct them, or score again "
+            "with `python -m cftclip_core score`.",
+            [f"row {row}, column '{column}': {reason}" for row, column, reason in problems]))
+    split = frame["split"].str.strip()
+    frame["split"] = split.mask(split == "")
+    frame["label"] = labels.astype("Int64")
+    frame["similarity"] = similarity.astype(float)
     return frame
 
 
@@ -234,7 +260,7 @@ class _ProgressBars:
     def update(self, stage: str, done: int, total: int) -> None:
         bar = self.bars.get(stage)
         if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=f"embedding {stage}", unit=stage[:-1])
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=stage.split()[-1].rstrip("s"))
         bar.update(done - bar.n)
 
     def __exit__(self, *exc: object) -> None:

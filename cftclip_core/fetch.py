@@ -88,8 +88,15 @@ class _Target:
     host_header: str
 
 
+def _malformed(original: str, exc: Exception) -> FetchError:
+    return FetchError(f"Cannot download {original}: the URL is malformed ({exc}). Correct the URL in the table.")
+
+
 def _parse(url: str, original: str) -> _Target:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket: http://[::1/x.jpg
+        raise _malformed(original, exc) from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise FetchError(
@@ -105,9 +112,7 @@ def _parse(url: str, original: str) -> _Target:
         port = parts.port or (443 if scheme == "https" else 80)
         host = (parts.hostname or "").encode("idna").decode("ascii")
     except (ValueError, UnicodeError) as exc:
-        raise FetchError(
-            f"Cannot download {original}: the URL is malformed ({exc}). Correct the URL in the table."
-        ) from None
+        raise _malformed(original, exc) from None
     if not host:
         raise FetchError(f"Cannot download {original}: the URL has no host name. Correct the URL in the table.")
     host_header = f"[{host}]" if ":" in host else host
@@ -120,10 +125,23 @@ def _parse(url: str, original: str) -> _Target:
 
 
 def _refusal_reason(ip_text: str) -> str | None:
-    """Why this address must not be contacted, or None if it is a public unicast address."""
+    """Why this address must not be contacted, or None if it is a public unicast address.
+
+    IPv6 addresses that carry an IPv4 address (IPv4-mapped, 6to4, Teredo) are judged by the IPv4
+    address too, since a relay or the local stack may deliver them there."""
     addr = ipaddress.ip_address(ip_text.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return _address_reason(addr.ipv4_mapped)
+        embedded = [addr.sixtofour] if addr.sixtofour is not None else list(addr.teredo or ())
+        for inner in embedded:
+            reason = _address_reason(inner)
+            if reason is not None:
+                return f"tunnel address carrying {inner}, a {reason}"
+    return _address_reason(addr)
+
+
+def _address_reason(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     checks = (
         ("is_unspecified", "unspecified"),
         ("is_loopback", "loopback"),
@@ -287,7 +305,13 @@ def _fetch_one(url: str, store: MediaStore, settings: _Settings) -> StoredMedia:
             f"Downloaded {url} but it is not a usable image: {exc} If the URL is a web page rather than "
             "the picture itself, use the image's own address (right-click the image, copy image address)."
         ) from None
-    media = store.put_bytes(data, decoded.suffix)
+    try:
+        media = store.put_bytes(data, decoded.suffix)
+    except OSError as exc:
+        raise FetchError(
+            f"Downloaded {url} but could not save it in the media store at {store.root} ({exc}). "
+            "Check that the folder is writable and the disk has free space, then retry."
+        ) from None
     logger.info("fetched %s (%d bytes) -> %s", url, len(data), media.sha256)
     return media
 
@@ -316,11 +340,18 @@ class _UrlIndex:
         return self.store.get(sha256)
 
     def save(self) -> None:
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.store.root)
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.store.root)
+        except OSError as exc:
+            logger.warning("cannot save the URL index %s (%s); URLs will be downloaded again", self.path, exc)
+            return
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(self.entries, f, indent=0, sort_keys=True)
             os.replace(tmp_name, self.path)
+        except OSError as exc:
+            Path(tmp_name).unlink(missing_ok=True)
+            logger.warning("cannot save the URL index %s (%s); URLs will be downloaded again", self.path, exc)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
@@ -401,6 +432,11 @@ def fetch_many(
                     media = future.result()
                 except FetchError as exc:
                     results[url] = exc
+                except OSError as exc:  # anything unforeseen stays with its URL instead of ending the batch
+                    results[url] = FetchError(
+                        f"Cannot download {url}: {type(exc).__name__}: {exc}. Retry, or download the image "
+                        "manually and put its file path in the table."
+                    )
                 else:
                     results[url] = media
                     index.entries[url] = media.sha256

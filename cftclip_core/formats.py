@@ -16,7 +16,8 @@ import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
+from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -81,9 +82,6 @@ class Table:
     @property
     def has_labels(self) -> bool:
         return any(r.label is not None for r in self.records)
-
-    def split_records(self, split: str) -> list[Record]:
-        return [r for r in self.records if r.split == split]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -292,6 +290,12 @@ def _parse_row(
             return ""
         return value
 
+    def optional_text(column: str) -> str | None:
+        value = _text(row.get(column))
+        if value is None and not _is_missing(row.get(column)):
+            problems.append(RowProblem(number, column, f"expected text, got {type(row[column]).__name__}"))
+        return value
+
     item_id = need_text("id")
     title = need_text("title")
     summary = need_text("summary")
@@ -299,7 +303,7 @@ def _parse_row(
     if image:
         image = _check_image(number, image, base_dir, check_images, problems)
     label = _parse_label(number, row.get("label"), problems)
-    split = _text(row.get("split")) or None
+    split = optional_text("split") or None
     extra = {c: (None if _is_missing(row.get(c)) else row.get(c)) for c in extra_columns}
     if not item_id:
         return None
@@ -320,6 +324,14 @@ def _parse_label(number: int, value: Any, problems: list[RowProblem]) -> int | N
 
 def _check_image(number: int, image: str, base_dir: Path, check_exists: bool, problems: list[RowProblem]) -> str:
     if is_url(image):
+        try:
+            parts = urlsplit(image)
+            host, _ = parts.hostname, parts.port  # .port raises ValueError for a bad port
+        except ValueError as exc:
+            problems.append(RowProblem(number, "image", f"'{image}' is not a valid URL ({exc}); correct it"))
+            return image
+        if not host:
+            problems.append(RowProblem(number, "image", f"'{image}' has no host name; correct the URL"))
         return image
     if "://" in image:
         problems.append(RowProblem(number, "image", f"'{image}' is neither a relative path nor an http(s) URL"))
@@ -338,11 +350,19 @@ def _check_image(number: int, image: str, base_dir: Path, check_exists: bool, pr
     return str(posix)
 
 
-def _problem_message(name: str, problems: list[RowProblem]) -> str:
-    rows = len({p.row for p in problems})
+def problems_message(summary: str, problems: Sequence[object]) -> str:
+    """``summary``, then the problems one a line (the first ``MAX_PROBLEMS_SHOWN`` and a count of the rest).
+
+    The one format for every "here is everything wrong with your input" error of the project."""
     shown = "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN])
     more = f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
-    return (
+    return f"{summary}\n{shown}{more}"
+
+
+def _problem_message(name: str, problems: list[RowProblem]) -> str:
+    rows = len({p.row for p in problems})
+    return problems_message(
         f"{name} has {len(problems)} problem(s) in {rows} row(s); nothing was loaded. Fix them, or skip the bad "
-        f"rows explicitly (--skip-bad-rows).\n{shown}{more}"
+        "rows explicitly (--skip-bad-rows).",
+        problems,
     )

@@ -361,10 +361,9 @@ def choose_threshold(
     """Choose a decision threshold.
 
     * a number (or a string such as ``"0.27"``): ``fixed``, used as given.
-    * ``"val-median"``: median score of the matched validation pairs. The original code took the
-      median over an unlabelled validation file of matched image-text pairs; when ``val_labels`` are
-      given we therefore take the median over the items labelled 1 (the matched pairs) only, and
-      over all validation scores otherwise.
+    * ``"val-median"``: median of ALL validation scores, label-free, as in the original code (the
+      median over a held-out file of matched image-text pairs that has no labels). ``val_labels``
+      are ignored, so the same validation scores always give the same threshold.
     * ``"f1-optimal"``: the candidate of :func:`threshold_sweep` with the highest binary F1 on the
       labelled validation split; among equal F1 the lowest threshold wins (more recall).
       Needs both classes in the validation labels.
@@ -399,16 +398,7 @@ def choose_threshold(
         )
     s = _as_scores(val_scores, "validation scores")
     if name == "val-median":
-        if val_labels is None:
-            return Threshold(float(np.median(s)), name, s.size)
-        y = _as_labels(val_labels, s.size, "validation labels")
-        matched = s[y == 1]
-        if matched.size == 0:
-            raise EvaluationError(
-                "val-median needs matched validation pairs, but no validation item is labelled 1; "
-                "add matched pairs or omit the validation labels to use all scores."
-            )
-        return Threshold(float(np.median(matched)), name, matched.size)
+        return Threshold(float(np.median(s)), name, s.size)
 
     if val_labels is None:
         raise EvaluationError(

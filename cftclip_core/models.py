@@ -13,12 +13,15 @@ import hashlib
 import json
 import logging
 import os
+import pickle
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import torch
+from safetensors import SafetensorError
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
 from cftclip_core.errors import ModelError
@@ -35,8 +38,11 @@ KNOWN_MODELS = {  # offered by name in the app; any hub id or local folder works
 }
 TINY_VERSION = 1  # bump when the tiny recipe changes, so old builds are not reused
 TINY_TOKENIZER_DIR = Path(__file__).parent / "tiny_tokenizer"
-FINGERPRINT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.json",
-                     "merges.txt", "preprocessor_config.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.index.json")  # single files, shards and shard indexes
+FINGERPRINT_FILES = ("config.json", "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                     "special_tokens_map.json", "added_tokens.json", "preprocessor_config.json")
+MIN_TOKENIZER_SIZE = 100  # fewer tokens than this is a broken tokenizer, not a real CLIP one
 
 
 @dataclass
@@ -64,29 +70,39 @@ def load_model(name: str, *, cache_dir: Path | None = None, device: str | torch.
 
     ``tiny-demo`` is built on first use in ``cache_dir`` (required for it) and reused afterwards.
     """
+    target = _check_device(device)
     is_tiny = name == TINY_NAME
     if is_tiny:
         if cache_dir is None:
             raise ModelError("The tiny-demo model needs a cache folder to be built in; pass cache_dir.")
-        path = ensure_tiny_model(Path(cache_dir) / f"{TINY_NAME}-v{TINY_VERSION}")
-        source = str(path)
+        path: Path | None = ensure_tiny_model(Path(cache_dir) / f"{TINY_NAME}-v{TINY_VERSION}")
     else:
         path = Path(name).expanduser()
-        source = str(path) if path.is_dir() else name
-        if not path.is_dir() and (path.suffix or os.sep in name and not _looks_like_hub_id(name)):
-            raise ModelError(f"No model folder at '{name}': check the path, or give a hub id such as {DEFAULT_MODEL}.")
+        if not path.is_dir():
+            if path.is_file():
+                raise ModelError(f"'{name}' is a file; give the folder that holds the model (config.json, weights).")
+            if not _looks_like_hub_id(name):
+                raise ModelError(
+                    f"No model folder at '{name}': check the path, or give a hub id such as {DEFAULT_MODEL}."
+                )
+            path = None  # a hub id
+    if path is not None:
+        _check_model_folder(path)
+    source = str(path) if path is not None else name
     try:
         model = CLIPModel.from_pretrained(source)
         tokenizer = CLIPTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise ModelError(_load_failure_message(name, exc)) from None
+        raise ModelError(_load_failure_message(name, exc, local=path is not None)) from None
+    except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ModelError(_damaged_message(name, path, exc)) from None
+    _check_tokenizer_fits(name, tokenizer, model)
     model.eval()
-    if device is not None:
-        model.to(device)
-    fingerprint = directory_fingerprint(Path(source)) if Path(source).is_dir() else _hub_fingerprint(name, model)
+    if target is not None:
+        model.to(target)
     return LoadedModel(
         name=name,
-        fingerprint=fingerprint,
+        fingerprint=directory_fingerprint(path) if path is not None else _hub_fingerprint(name, model),
         model=model,
         tokenizer=tokenizer,
         preprocess=_preprocess_config(source),
@@ -94,18 +110,90 @@ def load_model(name: str, *, cache_dir: Path | None = None, device: str | torch.
     )
 
 
+def _check_device(device: str | torch.device | None) -> torch.device | None:
+    """The device to load onto; a clear error for a name torch does not know or a GPU that is absent."""
+    if device is None:
+        return None
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"Unknown device '{device}': use cpu, cuda or cuda:N.") from None
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError("No CUDA GPU is available here; use --device cpu (or device='cpu').")
+        if target.index is not None and target.index >= torch.cuda.device_count():
+            raise ModelError(
+                f"There is no GPU {target.index} here ({torch.cuda.device_count()} visible); use cuda:0 or --device cpu."
+            )
+    return target
+
+
+# A hub id is "name" or "owner/name" with letters, digits, '-', '_' and '.' (e.g. timm/...clip_224.openai).
+_HUB_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 def _looks_like_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+    return _HUB_ID.fullmatch(name) is not None and ".." not in name and not name.endswith(".")
 
 
-def _load_failure_message(name: str, exc: Exception) -> str:
+def _check_model_folder(path: Path) -> None:
+    """Name every file a local model folder lacks, before transformers gives a vaguer error."""
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json (save the model with model.save_pretrained(DIR))")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        missing.append(
+            "the weights: model.safetensors, pytorch_model.bin, or a sharded model's *.index.json with its shards "
+            "(save the model with model.save_pretrained(DIR))"
+        )
+    if not (path / "tokenizer.json").is_file() and not all((path / f).is_file() for f in ("vocab.json", "merges.txt")):
+        missing.append("the tokenizer: tokenizer.json, or vocab.json + merges.txt "
+                       "(save the tokenizer with tokenizer.save_pretrained(DIR))")
+    if missing:
+        raise ModelError(
+            f"The model folder '{path}' is incomplete; it lacks " + "; and ".join(missing)
+            + ". Save both into the folder and load it again."
+        )
+
+
+def _check_tokenizer_fits(name: str, tokenizer: CLIPTokenizer, model: CLIPModel) -> None:
+    """A tokenizer that does not belong to the model gives meaningless scores or an index error later."""
+    size = len(tokenizer)
+    vocab_size = int(model.config.text_config.vocab_size)
+    if size > vocab_size:
+        raise ModelError(
+            f"The tokenizer of '{name}' has {size} tokens but the model's text embedding only {vocab_size}: "
+            "they do not belong together. Save the model's own tokenizer into its folder "
+            "(tokenizer.save_pretrained(DIR))."
+        )
+    if size < MIN_TOKENIZER_SIZE:
+        raise ModelError(
+            f"The tokenizer of '{name}' has only {size} tokens, too few for a CLIP tokenizer; its files are "
+            "probably incomplete. Save the model's tokenizer with tokenizer.save_pretrained(DIR)."
+        )
+
+
+def _load_failure_message(name: str, exc: Exception, *, local: bool) -> str:
+    detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
+    if local:
+        return (
+            f"Cannot load the model in folder '{name}' ({detail}). Re-save it with model.save_pretrained(DIR) "
+            "and tokenizer.save_pretrained(DIR), or download it again."
+        )
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     where = "this machine is offline (HF_HUB_OFFLINE is set)" if offline else "the Hugging Face hub could not provide it"
     return (
-        f"Cannot load model '{name}': it is not a local model folder and {where} ({type(exc).__name__}: "
-        f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). Download it where there is internet "
-        f"(`hf download {name} --local-dir DIR`) and pass DIR, or use the offline model '{TINY_NAME}'."
+        f"Cannot load model '{name}': it is not a local model folder and {where} ({detail}). Download it where "
+        f"there is internet (`hf download {name} --local-dir DIR`) and pass DIR, or use the offline model '{TINY_NAME}'."
+    )
+
+
+def _damaged_message(name: str, path: Path | None, exc: Exception) -> str:
+    files = ", ".join(f.name for f in _weight_files(path)) if path is not None else "its weight files"
+    return (
+        f"The weights of model '{name}' ({files}) are damaged or do not match its config.json "
+        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}). The file was probably "
+        "cut short while copying or downloading: copy or download it again."
     )
 
 
@@ -132,9 +220,14 @@ def _is_marked_tiny(source: str) -> bool:
     return marker.is_file()
 
 
+def _weight_files(path: Path) -> list[Path]:
+    return sorted(f for pattern in WEIGHT_PATTERNS for f in path.glob(pattern) if f.is_file())
+
+
 def directory_fingerprint(path: Path) -> str:
-    """Content hash of the files that determine a local model's scores."""
-    files = [path / f for f in FINGERPRINT_FILES if (path / f).is_file()]
+    """Content hash of the files that determine a local model's scores: config, every weight file
+    (shards and their index included), tokenizer and preprocessing settings."""
+    files = sorted({*_weight_files(path), *(path / f for f in FINGERPRINT_FILES if (path / f).is_file())})
     if not files:
         raise ModelError(f"'{path}' holds no model files (config.json, model.safetensors); is it a model folder?")
     stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
@@ -144,8 +237,8 @@ def directory_fingerprint(path: Path) -> str:
 @functools.lru_cache(maxsize=32)
 def _hash_files(stats: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for name, _, _ in stats:
-        digest.update(Path(name).name.encode())
+    for name, size, _ in stats:
+        digest.update(f"{Path(name).name}\0{size}\0".encode())  # name and length keep file boundaries apart
         with open(name, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)

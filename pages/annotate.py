@@ -13,7 +13,7 @@ from annotations.importer import list_datasets
 from annotations.labeling import REASONS, cast_vote, next_item, progress, score_after_vote, undo_last
 from annotations.models import Dataset
 from cftclip_core.errors import CftClipError
-from pages.common import media_path, plain_text, require_role, show_error, studio
+from pages.common import escape_markdown, media_path, plain_text, require_role, show_error, studio
 
 DEFAULT_GUIDELINES = """\
 **Does the thumbnail show at least one actor of the news event in the text?**
@@ -49,6 +49,44 @@ def request_id(action: str, item_id: int) -> str:
     return f"{tab}:{action}:{item_id}:{st.session_state.get('card_shown_at', 0)}"
 
 
+# Button callbacks run before the card is drawn again, so the next card appears in the same run.
+def on_vote(item_id: int, external_id: str, value: int | None) -> None:
+    reasons = st.session_state.get(f"reasons-{item_id}") or []
+    try:
+        cast_vote(app.sessions, user.id, item_id, value, reasons=reasons if value == 0 else (),
+                  note=st.session_state.get(f"note-{item_id}", ""), flagged=st.session_state.flagged,
+                  seconds_spent=time.monotonic() - st.session_state.card_shown_at,
+                  request_id=request_id("skip" if value is None else "vote", item_id))
+    except CftClipError as exc:
+        st.session_state.card_error = exc
+        return
+    st.session_state.last_vote = vote_summary(item_id, external_id, value)
+
+
+def on_undo(item_id: int) -> None:
+    try:
+        undone = undo_last(app.sessions, user.id, dataset.id, request_id=request_id("undo", item_id))
+    except CftClipError as exc:
+        st.session_state.card_error = exc
+        return
+    st.session_state.last_vote = "Undone: that item is back for you." if undone else "Nothing to undo."
+
+
+def on_flag() -> None:
+    st.session_state.flagged = not st.session_state.flagged
+
+
+def vote_summary(item_id: int, external_id: str, value: int | None) -> str:
+    said = {1: "yes, shows an actor", 0: "no actor", None: "skipped"}[value]
+    summary = f"Saved {external_id}: {said}. Press U to undo."
+    if value is not None:
+        with app.sessions() as session:
+            score = score_after_vote(session, dataset.id, item_id, user.id)
+        if score is not None:
+            summary += f" The model's similarity for it was {score:.3f}."
+    return summary
+
+
 @st.fragment
 def label_card() -> None:
     with app.sessions() as session:
@@ -56,13 +94,16 @@ def label_card() -> None:
     st.progress(min(mine.team_labels / max(mine.labels_needed, 1), 1.0),
                 text=f"You: {mine.my_labels} labelled, {mine.my_skips} skipped  ·  Team: {mine.team_labels} of "
                      f"{mine.labels_needed} labels, {mine.items_complete} of {mine.n_items} items complete")
+    error = st.session_state.pop("card_error", None)
+    if error is not None:
+        show_error(error)
     last = st.session_state.pop("last_vote", None)
     if last is not None:
-        st.caption(last)
+        st.caption(escape_markdown(last))
 
     card = next_item(app.sessions, dataset.id, user.id)
     if card is None:
-        st.success("Nothing left for you in this dataset. Thank you!")
+        st.success("Nothing left for you in this dataset for now (items others hold may come back). Thank you!")
         return
     if st.session_state.get("card_item") != card.item_id:
         st.session_state.card_item = card.item_id
@@ -76,57 +117,23 @@ def label_card() -> None:
     with text:
         plain_text(card.title, size="1.35rem", weight=600)
         plain_text(card.summary)
-        reasons = st.pills("Why not? (optional, with N)", REASONS, selection_mode="multi", key=f"reasons-{card.item_id}")
-        note = st.text_input("Note (optional)", key=f"note-{card.item_id}", max_chars=2000)
+        st.pills("Why not? (optional, with N)", REASONS, selection_mode="multi", key=f"reasons-{card.item_id}")
+        st.text_input("Note (optional)", key=f"note-{card.item_id}", max_chars=2000)
         if st.session_state.flagged:
             st.warning("Flagged for review: vote as usual.", icon=":material/flag:")
 
     yes, no, skip, undo, flag, guide = st.columns(6)
-    vote = None
-    if yes.button("Yes, shows an actor", key=f"y-{card.item_id}", shortcut="y", type="primary", width="stretch"):
-        vote = ("vote", 1)
-    if no.button("No actor", key=f"n-{card.item_id}", shortcut="n", width="stretch"):
-        vote = ("vote", 0)
-    if skip.button("Skip", key=f"s-{card.item_id}", shortcut="s", width="stretch"):
-        vote = ("skip", None)
-    if flag.button("Flag", key=f"f-{card.item_id}", shortcut="f", width="stretch", icon=":material/flag:"):
-        st.session_state.flagged = not st.session_state.flagged
-        st.rerun(scope="fragment")
+    item = (card.item_id, card.external_id)
+    yes.button("Yes, shows an actor", key=f"y-{card.item_id}", shortcut="y", type="primary", width="stretch",
+               on_click=on_vote, args=(*item, 1))
+    no.button("No actor", key=f"n-{card.item_id}", shortcut="n", width="stretch", on_click=on_vote, args=(*item, 0))
+    skip.button("Skip", key=f"s-{card.item_id}", shortcut="s", width="stretch", on_click=on_vote, args=(*item, None))
+    undo.button("Undo last", key=f"u-{card.item_id}", shortcut="u", width="stretch", on_click=on_undo,
+                args=(card.item_id,))
+    flag.button("Flag", key=f"f-{card.item_id}", shortcut="f", width="stretch", icon=":material/flag:",
+                on_click=on_flag)
     if guide.button("Guidelines", key="g", shortcut="g", width="stretch"):
         show_guidelines()
-    if undo.button("Undo last", key=f"u-{card.item_id}", shortcut="u", width="stretch"):
-        try:
-            undone = undo_last(app.sessions, user.id, dataset.id, request_id=request_id("undo", card.item_id))
-        except CftClipError as exc:
-            show_error(exc)
-            return
-        st.session_state.last_vote = "Undone: the item is back for you." if undone else "Nothing to undo."
-        st.session_state.card_item = None
-        st.rerun(scope="fragment")
-
-    if vote is not None:
-        action, value = vote
-        try:
-            cast_vote(app.sessions, user.id, card.item_id, value,
-                      reasons=reasons if value == 0 else (), note=note, flagged=st.session_state.flagged,
-                      seconds_spent=time.monotonic() - st.session_state.card_shown_at,
-                      request_id=request_id(action, card.item_id))
-        except CftClipError as exc:
-            show_error(exc)
-            return
-        st.session_state.last_vote = vote_summary(card.item_id, card.external_id, value)
-        st.rerun(scope="fragment")
-
-
-def vote_summary(item_id: int, external_id: str, value: int | None) -> str:
-    said = {1: "yes, shows an actor", 0: "no actor", None: "skipped"}[value]
-    summary = f"Saved {external_id}: {said}. Press U to undo."
-    if value is not None:
-        with app.sessions() as session:
-            score = score_after_vote(session, dataset.id, item_id, user.id)
-        if score is not None:
-            summary += f" The model's similarity for it was {score:.3f}."
-    return summary
 
 
 st.title("Annotate")

@@ -21,7 +21,7 @@ def test_scoring_with_the_tiny_model_stores_scores_and_warns(app_instance) -> No
     at = app_test(app_instance, user=RESEARCHER).run()
     at.button[0].click().run()
     assert not at.exception
-    assert any("Scored 26 articles with tiny-demo" in s.value for s in at.success)
+    assert any("Scored 26 articles with tiny\\-demo" in s.value for s in at.success)  # escaped: shown as typed
     assert any("carry no meaning" in w.value for w in at.warning)
     table = at.dataframe[0].value
     assert table["similarity"].between(-1, 1).all()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +14,8 @@ import pytest
 
 from cftclip_core.cli import main
 from cftclip_core.demo import demo_table_path
+from tests.conftest import make_image
+from tests.test_images import png_header_only
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +82,109 @@ def test_eval_refuses_unlabelled_rows(tmp_path: Path, capsys) -> None:  # noqa: 
                   "similarity": [0.3, 0.2, 0.1]}).to_csv(scores, index=False)
     assert main(["eval", "--scores", str(scores)]) == 2
     assert "1 evaluated row(s) have no label" in capsys.readouterr().err
+
+
+@pytest.fixture
+def image_server(tmp_path: Path) -> Iterator[str]:
+    """Serves tmp_path/web on 127.0.0.1 (a loopback address, so scoring needs --allow-private-urls)."""
+    (tmp_path / "web").mkdir()
+    make_image(tmp_path / "web" / "web.jpg", colour=(0, 90, 0))
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path / "web"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+
+def _table_with_bad_images(folder: Path, server: str) -> Path:
+    make_image(folder / "img" / "good.jpg")
+    whole = make_image(folder / "img" / "whole.jpg", size=(200, 150)).read_bytes()
+    (folder / "img" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    (folder / "img" / "notes.jpg").write_text("these are my notes, not a picture")
+    (folder / "img" / "huge.png").write_bytes(png_header_only(20_000, 20_000))
+    images = {"good": "img/good.jpg", "cut": "img/cut.jpg", "notes": "img/notes.jpg", "huge": "img/huge.png",
+              "web": f"{server}/web.jpg", "gone": f"{server}/gone.jpg"}
+    rows = [{"id": key, "image": image, "title": f"title {key}", "summary": f"summary {key}", "label": i % 2,
+             "split": "test"} for i, (key, image) in enumerate(images.items())]
+    path = folder / "table.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_score_reports_every_bad_image_before_loading_anything(
+    tmp_path: Path, instance: Path, image_server: str, capsys  # noqa: ANN001
+) -> None:
+    table = _table_with_bad_images(tmp_path / "data", image_server)
+    out = tmp_path / "s.csv"
+    code = main(["score", "--data", str(table), "--model", "tiny-demo", "--out", str(out), "--allow-private-urls"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    for item in ("cut", "notes", "huge", "gone"):
+        assert f"item '{item}'" in err
+    assert "item 'good'" not in err and "item 'web'" not in err
+    assert "--skip-bad-rows" in err and not out.exists()
+    assert not (instance / "models").exists()  # the model was not even built
+
+
+def test_skip_bad_rows_scores_the_good_images_and_lists_the_rest(
+    tmp_path: Path, tiny_model_dir: Path, image_server: str, capsys  # noqa: ANN001
+) -> None:
+    table = _table_with_bad_images(tmp_path / "data", image_server)
+    out = tmp_path / "s.csv"
+    assert main(["score", "--data", str(table), "--model", str(tiny_model_dir), "--out", str(out),
+                 "--allow-private-urls", "--skip-bad-rows"]) == 0
+    scores = pd.read_csv(out)
+    assert scores["id"].tolist() == ["good", "web"] and scores["label"].tolist() == [0, 0]
+    skipped = [line for line in capsys.readouterr().err.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 4 and all(any(f"item '{i}'" in line for line in skipped) for i in ("cut", "notes", "huge", "gone"))
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "bad_rows"),
+    [("label", ["1", "2", "yes", "", "0.0"], [2, 3]), ("similarity", ["0.1", "high", "", "inf", "0.5"], [2, 3, 4])],
+)
+def test_eval_lists_bad_values_in_the_scores_file(
+    tmp_path: Path, capsys, column: str, values: list[str], bad_rows: list[int]  # noqa: ANN001
+) -> None:
+    frame = pd.DataFrame({"id": list("abcde"), "split": ["val", "val", "test", "test", "test"],
+                          "label": ["1", "0", "1", "0", "1"], "similarity": ["0.4", "0.3", "0.2", "0.1", "0.5"]})
+    frame[column] = values
+    path = tmp_path / "s.csv"
+    frame.to_csv(path, index=False)
+    assert main(["eval", "--scores", str(path), "--threshold", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"column '{column}'" in err
+    for row in range(1, 6):
+        assert (f"row {row}," in err) == (row in bad_rows)
+
+
+def test_eval_without_validation_rows_says_what_to_give(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    path = tmp_path / "s.csv"
+    pd.DataFrame({"id": ["a", "b"], "split": ["test", "test"], "label": [1, 0],
+                  "similarity": [0.3, 0.1]}).to_csv(path, index=False)
+    assert main(["eval", "--scores", str(path), "--threshold", "val-median"]) == 2
+    assert f"no rows with split 'val' in {path}; give --val FILE, --val-split NAME, or a number as --threshold" in (
+        capsys.readouterr().err
+    )
+    assert main(["eval", "--scores", str(path), "--threshold", "0.2", "--bootstrap", "0"]) == 0
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", "work/instance"), ("   ", "work/instance"), ("~/x", "home/x")])
+def test_cli_and_app_share_one_instance_folder_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, expected: str
+) -> None:
+    from annotations.settings import Settings
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CFTCLIP_INSTANCE", value)
+    assert main(["models", "info", "tiny-demo"]) == 0
+    assert (tmp_path / expected / "models" / "tiny-demo-v1").is_dir()
+    assert Settings.from_env().instance_dir == tmp_path / expected

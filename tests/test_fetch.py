@@ -239,6 +239,24 @@ def test_private_addresses_refused_before_connecting(
     assert loopback_only == [] and server.hits == Counter()
 
 
+@pytest.mark.parametrize(
+    ("host", "embedded"),
+    [
+        ("[2002:7f00:1::1]", "127.0.0.1"),  # 6to4 wrapping loopback
+        ("[2002:a00:1::]", "10.0.0.1"),  # 6to4 wrapping a private address
+        ("[2001:0:4136:e378:8000:63bf:80ff:fffe]", "127.0.0.1"),  # Teredo, client loopback
+        ("[2001:0:a00:1:8000:63bf:3fff:fdd2]", "10.0.0.1"),  # Teredo, server private
+    ],
+)
+def test_ipv6_tunnel_addresses_wrapping_private_ipv4_are_refused(
+    store: MediaStore, loopback_only: list[str], host: str, embedded: str
+) -> None:
+    with pytest.raises(FetchError, match="Refusing to download") as info:
+        fetch_image(f"http://{host}/img.png", store)
+    assert embedded in str(info.value)
+    assert loopback_only == []
+
+
 def test_host_name_resolving_to_private_address_is_refused(
     monkeypatch: pytest.MonkeyPatch, store: MediaStore, loopback_only: list[str]
 ) -> None:
@@ -342,3 +360,25 @@ def test_media_store_ignores_odd_suffixes_and_reports_missing(tmp_path: Path) ->
     assert media.path.parent.parent == store.root and media.path.name == media.sha256[2:]
     with pytest.raises(MediaMissingError, match="re-import"):
         store.path_for("0" * 64)
+
+
+def test_malformed_url_is_reported_without_stopping_the_batch(server: Server, store: MediaStore) -> None:
+    bad, good = "http://[::1/x.jpg", server.url("/img.png")
+    report = fetch_many([bad, good], store, allow_private=True)
+    assert list(report.stored) == [good]
+    assert list(report.errors) == [bad] and "malformed" in str(report.errors[bad])
+
+
+def test_storage_failure_is_reported_per_url(
+    monkeypatch: pytest.MonkeyPatch, server: Server, store: MediaStore
+) -> None:
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    # Every temporary file fails: the media store's writes and the URL index's.
+    monkeypatch.setattr(fetch_module.tempfile, "mkstemp", disk_full)
+    url = server.url("/img.png")
+    report = fetch_many([url, server.url("/other.png")], store, allow_private=True)
+    assert report.stored == {} and len(report.errors) == 2
+    message = str(report.errors[url])
+    assert "No space left on device" in message and "media store" in message

@@ -139,3 +139,24 @@ def test_url_images_are_kept_as_urls(tmp_path: Path) -> None:
     assert table.records[0].image_is_url
     with pytest.raises(DataError, match="fetch it first"):
         table.image_path(table.records[0])
+
+
+def test_non_text_split_is_a_row_problem(tmp_path: Path) -> None:
+    make_image(tmp_path / "img" / "a.jpg")
+    path = tmp_path / "t.jsonl"
+    rows = [GOOD, {**GOOD, "id": "b", "split": ["val", "test"]}, {**GOOD, "id": "c", "split": {"name": "val"}}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(DataError) as caught:
+        read_table(path)
+    assert "row 2, column 'split': expected text, got list" in str(caught.value)
+    assert "row 3, column 'split': expected text, got dict" in str(caught.value)
+    assert [r.id for r in read_table(path, skip_bad_rows=True).records] == ["a1"]
+
+
+def test_malformed_image_urls_are_row_problems(tmp_path: Path) -> None:
+    rows = [{**GOOD, "id": "a", "image": "http://[::1/x.jpg"}, {**GOOD, "id": "b", "image": "https:///x.jpg"},
+            {**GOOD, "id": "c", "image": "https://news.example/c.jpg"}]
+    with pytest.raises(DataError) as caught:
+        read_table(table_dir(tmp_path, rows))
+    message = str(caught.value)
+    assert "row 1, column 'image'" in message and "row 2, column 'image'" in message and "row 3" not in message

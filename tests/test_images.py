@@ -9,11 +9,13 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
 from cftclip_core.errors import ImageError, ModelError
+from cftclip_core.formats import read_table
 from cftclip_core.images import (
     ImageLimits,
     PixelCache,
@@ -24,6 +26,8 @@ from cftclip_core.images import (
     resize_and_crop,
     sha256_file,
 )
+from cftclip_core.media_store import MediaStore
+from cftclip_core.table_images import check_table_images
 
 
 def noisy_image(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -323,3 +327,30 @@ def test_corrupt_pixel_cache_file_is_recomputed(tmp_path: Path) -> None:
     np.save(path, np.zeros((5, 5, 3), dtype=np.uint8))  # readable but wrong shape
     np.testing.assert_array_equal(cache.get_or_compute(sha, lambda: noisy_image(100, 80)), expected)
     assert np.load(path).shape == (224, 224, 3)
+
+
+# ---------------------------------------------------------------- checking a table's images
+
+
+def test_table_images_are_all_checked_before_use(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    png = encode(noisy_image(40, 30), "PNG")
+    (tmp_path / "img" / "photo.jpg").write_bytes(png)  # a PNG under a .jpg name is fine: the content decides
+    (tmp_path / "img" / "cut.jpg").write_bytes(encode(noisy_image(200, 150), "JPEG")[:600])
+    (tmp_path / "img" / "bomb.png").write_bytes(png_header_only(20_000, 20_000))
+    rows = [("a", "img/photo.jpg"), ("b", "img/cut.jpg"), ("c", "img/photo.jpg"), ("d", "img/bomb.png")]
+    frame = pd.DataFrame([{"id": i, "image": image, "title": "t", "summary": "s"} for i, image in rows])
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    calls: list[tuple[str, int, int]] = []
+
+    check = check_table_images(read_table(tmp_path / "t.csv"), MediaStore(tmp_path / "media"),
+                               progress=lambda *call: calls.append(call))
+
+    assert [item for item, _ in check.problems] == ["b", "d"]
+    assert "corrupt" in check.problems[0][1] and "pixels" in check.problems[1][1]
+    assert list(check.ok) == ["a", "c"] and check.ok["a"] == check.ok["c"]
+    good = check.ok["a"]
+    assert (good.suffix, good.width, good.height) == (".png", 40, 30)
+    assert good.sha256 == hashlib.sha256(png).hexdigest() and good.path == tmp_path / "img" / "photo.jpg"
+    assert calls[-1] == ("checking images", 3, 3)  # each distinct file once
+    assert not any((tmp_path / "media").rglob("*.*"))  # local files are only read

@@ -117,3 +117,30 @@ def test_twenty_annotators_voting_at_once_lose_and_duplicate_nothing(db_url: str
     assert len(double) == DOUBLE_CLICKERS * VOTES_EACH // 4
     for first, second in double:  # each double click: one write, one replay of the same event
         assert first.event_id == second.event_id and sorted([first.replayed, second.replayed]) == [False, True]
+
+
+def test_sqlite_writers_of_one_process_are_served_in_arrival_order() -> None:
+    """No annotator starves: the in-process write queue hands over first come, first served."""
+    import time
+
+    from annotations.labeling import _FairLock
+
+    lock = _FairLock()
+    order: list[int] = []
+
+    def writer(index: int) -> None:
+        with lock:
+            order.append(index)
+
+    lock.__enter__()
+    threads = []
+    for index in range(5):
+        threads.append(threading.Thread(target=writer, args=(index,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 5
+        while len(lock._waiting) <= index and time.monotonic() < deadline:  # wait until it queued
+            time.sleep(0.001)
+    lock.__exit__(None, None, None)
+    for thread in threads:
+        thread.join()
+    assert order == [0, 1, 2, 3, 4]

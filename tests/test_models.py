@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from transformers import CLIPModel, CLIPTokenizer
 
 from cftclip_core.errors import ModelError
-from cftclip_core.models import build_tiny_model, directory_fingerprint, load_model
+from cftclip_core.models import build_tiny_model, directory_fingerprint, load_model, tiny_config
 
 
 def test_tiny_model_build_is_reproducible(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -62,3 +66,94 @@ def test_missing_local_folder_is_named(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError):
         load_model(str(tmp_path / "empty"))
+
+
+def _copy_model(source: Path, target: Path, *, drop: tuple[str, ...] = ()) -> Path:
+    shutil.copytree(source, target)
+    for name in drop:
+        (target / name).unlink(missing_ok=True)
+    return target
+
+
+def test_folder_without_tokenizer_files_names_them(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = _copy_model(tiny_model_dir, tmp_path / "m", drop=("tokenizer.json", "vocab.json", "merges.txt"))
+    with pytest.raises(ModelError, match=r"tokenizer\.json.*tokenizer\.save_pretrained") as info:
+        load_model(str(folder))
+    assert "hf download" not in str(info.value)
+
+
+def test_folder_without_weights_or_config_lists_what_is_missing(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = _copy_model(tiny_model_dir, tmp_path / "m", drop=("config.json", "model.safetensors"))
+    with pytest.raises(ModelError) as info:
+        load_model(str(folder))
+    message = str(info.value)
+    assert "config.json" in message and "model.safetensors" in message and "save_pretrained" in message
+    assert "offline" not in message and "hf download" not in message
+
+
+def test_tokenizer_must_fit_the_model_vocabulary(tiny_model_dir: Path, tmp_path: Path) -> None:
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_model_dir)
+    config = tiny_config(500, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id)
+    CLIPModel(config).save_pretrained(tmp_path / "small-vocab")
+    tokenizer.save_pretrained(tmp_path / "small-vocab")
+    with pytest.raises(ModelError, match=rf"{len(tokenizer)} tokens.*500"):
+        load_model(str(tmp_path / "small-vocab"))
+
+
+def test_tiny_tokenizer_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = _copy_model(tiny_model_dir, tmp_path / "m", drop=("tokenizer.json", "tokenizer_config.json"))
+    words = ["<|startoftext|>", "<|endoftext|>", "a</w>", "b</w>", "a", "b"]
+    CLIPTokenizer(vocab={w: i for i, w in enumerate(words)}, merges=[]).save_pretrained(folder)
+    with pytest.raises(ModelError, match="only 6 tokens"):
+        load_model(str(folder))
+
+
+def test_sharded_weights_are_fingerprinted(tiny_model, tmp_path: Path) -> None:  # noqa: ANN001
+    fingerprints = []
+    for name, parameter in (("original", None), ("text", "text_projection"), ("vision", "visual_projection")):
+        model = copy.deepcopy(tiny_model.model)
+        if parameter is not None:
+            with torch.no_grad():
+                getattr(model, parameter).weight.add_(0.01)
+        model.save_pretrained(tmp_path / name, max_shard_size="100KB")
+        tiny_model.tokenizer.save_pretrained(tmp_path / name)
+        assert len(list((tmp_path / name).glob("*.safetensors"))) > 1
+        fingerprints.append(directory_fingerprint(tmp_path / name))
+    assert len(set(fingerprints)) == 3
+    assert load_model(str(tmp_path / "vision")).fingerprint == fingerprints[2]
+
+
+def test_tokenizer_settings_are_fingerprinted(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = _copy_model(tiny_model_dir, tmp_path / "m")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["model_max_length"] = 20
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    assert directory_fingerprint(folder) != directory_fingerprint(tiny_model_dir)
+
+
+def test_hub_id_with_a_dot_is_looked_up_on_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="offline") as info:
+        load_model("timm/vit_base_patch16_clip_224.openai")
+    assert "No model folder" not in str(info.value)
+
+
+def test_damaged_weights_file_is_named(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = _copy_model(tiny_model_dir, tmp_path / "m")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelError, match="damaged") as info:
+        load_model(str(folder))
+    assert "model.safetensors" in str(info.value)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_device_without_a_gpu_is_refused(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, device: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ModelError, match="No CUDA GPU is available here; use --device cpu"):
+        load_model(str(tiny_model_dir), device=device)
+
+
+def test_unknown_device_name_is_refused(tiny_model_dir: Path) -> None:
+    with pytest.raises(ModelError, match="'gpu0'.*cpu"):
+        load_model(str(tiny_model_dir), device="gpu0")
