@@ -1,4 +1,4 @@
-"""Import dataset tables into the database, store model scores, and read both back.
+"""Import dataset tables into the database, read datasets back, and export them.
 
 Imports are all-or-nothing. Every image is checked first (local files decoded with the safe loader,
 URLs downloaded and decoded); all problems are reported together in one ``DataError`` before the
@@ -26,12 +26,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cftclip_core.demo import demo_table_path
 from cftclip_core.errors import DataError, ImageError
-from cftclip_core.formats import Record, Table, check_text_field, problems_message, read_table, write_table
+from cftclip_core.formats import Record, Table, problems_message, read_table, write_table
 from cftclip_core.media_store import MediaStore, StoredMedia
 from cftclip_core.table_images import CheckedImage, check_table_images
 
 from annotations.db import make_engine, session_factory, write_session
-from annotations.models import Dataset, Item, Media, Score, ScoreSet, utcnow
+from annotations.models import Dataset, Item, Media, utcnow
 from annotations.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -165,58 +165,6 @@ def ensure_demo_dataset(settings: Settings, factory: sessionmaker[Session] | Non
             engine.dispose()
 
 
-def store_score_set(
-    factory: sessionmaker[Session],
-    dataset_id: int,
-    model_name: str,
-    fingerprint: str,
-    text_field: str,
-    scores: Mapping[int, tuple[float, bool]],
-    *,
-    note: str = "",
-) -> ScoreSet:
-    """Save one model run: ``scores`` maps item id -> (similarity, text was truncated)."""
-    check_text_field(text_field)
-    if not scores:
-        raise DataError("No scores to store: score at least one item of the dataset.")
-    bad = [item_id for item_id, (similarity, _) in scores.items() if not math.isfinite(float(similarity))]
-    if bad:
-        raise DataError(
-            f"{len(bad)} similarity value(s) are not finite numbers (e.g. item id {bad[0]}); "
-            "the model produced NaN or infinity. Check the model and its inputs, then score again."
-        )
-    with write_session(factory) as session:
-        if session.get(Dataset, dataset_id) is None:
-            raise _no_dataset(dataset_id)
-        known = set(session.scalars(select(Item.id).where(Item.dataset_id == dataset_id)))
-        foreign = [i for i in scores if i not in known]
-        if foreign:
-            raise DataError(
-                f"{len(foreign)} scored item id(s) (e.g. {foreign[0]}) are not items of dataset {dataset_id}; "
-                "score the items of the dataset you store the scores for."
-            )
-        score_set = ScoreSet(
-            dataset_id=dataset_id,
-            model_name=model_name,
-            model_fingerprint=fingerprint,
-            text_field=text_field,
-            created_at=utcnow(),
-            n_items=len(scores),
-            n_truncated=sum(bool(t) for _, t in scores.values()),
-            note=note,
-        )
-        session.add(score_set)
-        session.flush()
-        session.execute(
-            insert(Score),
-            [
-                {"score_set_id": score_set.id, "item_id": item_id, "similarity": float(sim), "truncated": bool(trunc)}
-                for item_id, (sim, trunc) in scores.items()
-            ],
-        )
-    return score_set
-
-
 def list_datasets(session: Session) -> list[Dataset]:
     return list(session.scalars(select(Dataset).order_by(Dataset.id)))
 
@@ -248,31 +196,6 @@ def dataset_items_frame(
     )
     frame["source_label"] = frame["source_label"].astype("Int64")
     frame["media_path"] = [_media_path(store, sha) for sha in frame["media_sha256"]]
-    return frame
-
-
-def score_sets_for(session: Session, dataset_id: int) -> list[ScoreSet]:
-    """Score sets of a dataset, newest first."""
-    return list(
-        session.scalars(
-            select(ScoreSet).where(ScoreSet.dataset_id == dataset_id).order_by(ScoreSet.created_at.desc(), ScoreSet.id.desc())
-        )
-    )
-
-
-def scores_frame(session: Session, score_set_id: int) -> pd.DataFrame:
-    """One row per scored item, in the dataset's order, with what evaluation needs beside the score."""
-    if session.get(ScoreSet, score_set_id) is None:
-        raise DataError(f"No score set with id {score_set_id}; pick one from the dataset's score sets.")
-    rows = session.execute(
-        select(Score.item_id, Item.external_id, Score.similarity, Score.truncated, Item.split, Item.source_label)
-        .join(Item, Item.id == Score.item_id)
-        .where(Score.score_set_id == score_set_id)
-        .order_by(Item.position)
-    ).all()
-    frame = pd.DataFrame(rows, columns=["item_id", "external_id", "similarity", "truncated", "split", "source_label"])
-    frame["source_label"] = frame["source_label"].astype("Int64")
-    frame["truncated"] = frame["truncated"].astype(bool)
     return frame
 
 

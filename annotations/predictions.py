@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
-from annotations.importer import dataset_items_frame, scores_frame, store_score_set
+from annotations.importer import dataset_items_frame
+from annotations.score_sets import scores_frame, store_score_set
 from annotations.models import ScoreSet
 from annotations.settings import Settings
 from cftclip_core.embedding_cache import EmbeddingCache

@@ -4,7 +4,8 @@ import math
 
 import streamlit as st
 
-from annotations.importer import list_datasets, score_sets_for
+from annotations.importer import list_datasets
+from annotations.score_sets import score_sets_for
 from annotations.labeling import set_annotation_settings
 from annotations.review import export_table, review_item, review_queue, review_summary, set_gold
 from cftclip_core.errors import CftClipError

@@ -14,21 +14,19 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from cftclip_core.errors import DataError
+from cftclip_core.demo import demo_table_path
 from cftclip_core.formats import read_table
 from annotations import cli
 from annotations.db import head_revision, make_engine, session_factory, upgrade
 from annotations.importer import (
     dataset_items_frame,
-    demo_table_path,
     ensure_demo_dataset,
     export_dataset,
     import_dataset,
     list_datasets,
     preview_import,
-    score_sets_for,
-    scores_frame,
-    store_score_set,
 )
+from annotations.score_sets import score_sets_for, scores_frame, store_score_set
 from annotations.models import Dataset, Item, Media, Score, ScoreSet
 
 COLORS = {"red.png": (255, 0, 0), "blue.png": (0, 0, 255), "green.jpg": (0, 160, 0)}

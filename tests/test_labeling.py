@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, select
 
 from annotations.db import make_engine, session_factory, upgrade, write_session
-from annotations.importer import import_dataset, store_score_set
+from annotations.importer import import_dataset
+from annotations.score_sets import store_score_set
 from annotations.labeling import (
     REASONS,
     Card,
