@@ -18,7 +18,8 @@ from cftclip_core.errors import CftClipError
 from cftclip_core.formats import read_table
 
 from annotations.db import current_revision, make_engine, safe_url, session_factory, upgrade
-from annotations.importer import import_dataset, list_datasets
+from annotations.importer import get_dataset_by_name, import_dataset, list_datasets
+from annotations.review import export_labels
 from annotations.models import ROLES
 from annotations.settings import Settings
 from annotations.users import (
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--allow-private-urls", action="store_true", help="allow image URLs on local/private networks (trusted servers only)")
     imp.add_argument("--trust-pickle", action="store_true", help="allow a .pkl table; runs code from the file, so only for files you made")
     sub.add_parser("datasets", help="list the datasets in the database")
+    export = sub.add_parser("export", help="write a dataset with its labels (NewsTT layout) and its images")
+    export.add_argument("dataset", help="dataset name")
+    export.add_argument("out", help="table to write (.csv or .jsonl); images go to images/ beside it")
     _add_users_parser(sub)
     return parser
 
@@ -92,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _import(args, settings, factory)
             if args.command == "users":
                 return _users(args, factory)
+            if args.command == "export":
+                return _export(args, settings, factory)
             return _list(factory)
         finally:
             engine.dispose()
@@ -132,6 +138,14 @@ def _import(args: argparse.Namespace, settings: Settings, factory) -> int:  # ty
     print(f"Imported dataset '{dataset.name}' (id {dataset.id}): {dataset.item_count} item(s).")
     if skipped_rows or skipped_images:
         print(f"Skipped {skipped_rows} bad row(s) and {skipped_images} item(s) with unusable images.")
+    return 0
+
+
+def _export(args: argparse.Namespace, settings: Settings, factory) -> int:  # type: ignore[no-untyped-def]
+    with factory() as session:
+        dataset = get_dataset_by_name(session, args.dataset)
+        path = export_labels(session, dataset.id, args.out, settings)
+    print(f"Wrote {dataset.item_count} item(s) of '{dataset.name}' with their labels to {path}.")
     return 0
 
 

@@ -176,6 +176,14 @@ def get_dataset(session: Session, dataset_id: int) -> Dataset:
     return dataset
 
 
+def get_dataset_by_name(session: Session, name: str) -> Dataset:
+    dataset = session.scalar(select(Dataset).where(Dataset.name == name))
+    if dataset is None:
+        known = ", ".join(d.name for d in list_datasets(session)) or "none yet"
+        raise DataError(f"No dataset called '{name}'; the datasets are: {known}.")
+    return dataset
+
+
 def dataset_items_frame(
     session: Session, dataset_id: int, media: Settings | MediaStore | None = None
 ) -> pd.DataFrame:

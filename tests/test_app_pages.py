@@ -193,3 +193,28 @@ def test_admin_adds_a_user_without_seeing_passwords(app_instance) -> None:  # no
 def test_every_page_refuses_visitors_who_are_not_signed_in(app_instance, page: str) -> None:  # noqa: ANN001
     at = app_test(app_instance, page).run()
     assert any("Please sign in first" in e.value for e in at.error)
+
+
+def test_export_has_every_annotators_label_and_how_gold_was_decided(app_instance, tmp_path: Path) -> None:  # noqa: ANN001
+    from annotations import cli
+    from annotations.importer import import_dataset
+    from annotations.labeling import cast_vote, next_item
+    from annotations.review import set_gold
+    from annotations.users import create_user
+    from cftclip_core.formats import read_table
+
+    factory = sessions(app_instance)
+    dataset = import_dataset(factory, app_instance, read_table(demo_table_path()), "exp")
+    a, b = (create_user(factory, name, "correct horse battery", "annotator") for name in ("amy", "bob"))
+    first = next_item(factory, dataset.id, a.id)
+    cast_vote(factory, a.id, first.item_id, 1)
+    assert next_item(factory, dataset.id, b.id).item_id == first.item_id
+    cast_vote(factory, b.id, first.item_id, 0)
+    set_gold(factory, first.item_id, 1, "the astronaut is named in the text", a.id)
+    assert cli.main(["export", "exp", str(tmp_path / "out" / "labels.csv")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "labels.csv")
+    row = table[table["id"] == first.external_id].iloc[0]
+    assert (row["label"], row["label_amy"], row["label_bob"], row["gold_method"]) == (1, 1, 0, "adjudicated")
+    assert row["gold_reason"] == "the astronaut is named in the text"
+    assert (tmp_path / "out" / row["image"]).is_file()
+    assert cli.main(["export", "nope", str(tmp_path / "x.csv")]) == 2
