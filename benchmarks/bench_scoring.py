@@ -36,7 +36,9 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -52,6 +54,7 @@ from cftclip_core.images import PixelCache, load_image, normalize, resize_and_cr
 from cftclip_core.scoring import ScoreItem, ScoreOptions, resolve_precision, score_pairs  # noqa: E402
 from cftclip_core.synthetic import WorldConfig, generate_dataset  # noqa: E402
 
+T = TypeVar("T")
 WARMUP_PAIRS = 4
 THUMB_SIZE = (640, 480)
 CHUNK_PAIRS = 128  # two full batches of ours, so its decode/model overlap is part of each run
@@ -123,7 +126,7 @@ class NaiveScorer:
         return np.asarray(scores, dtype=np.float32)
 
 
-def timed(fn):  # noqa: ANN001, ANN201 - tiny helper
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
     start = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - start
@@ -139,7 +142,7 @@ class TowersOnly:
 
     def __init__(self, loaded: models.LoadedModel, precision: str, batch_size: int = ScoreOptions.batch_size) -> None:
         self.loaded, self.batch_size = loaded, batch_size
-        self.dtype = torch.bfloat16 if resolve_precision(precision, loaded.device) == "bf16" else None
+        self.bf16 = resolve_precision(precision, loaded.device) == "bf16"
 
     def prepare(self, items: list[ScoreItem]) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
         cfg, tokenizer = self.loaded.preprocess, self.loaded.tokenizer
@@ -154,7 +157,8 @@ class TowersOnly:
 
     def run(self, batches: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> None:
         model = self.loaded.model
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype is not None):
+        device = self.loaded.device.type
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16):
             for pixels, tokens in batches:
                 model.get_image_features(pixel_values=pixels)
                 model.get_text_features(**tokens)
@@ -254,16 +258,18 @@ def bench_cached(work: Path, n: int) -> dict:
 
 
 def machine(threads: int) -> dict:
-    cpu = "unknown"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        cpu = platform.processor() or platform.machine()
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    flag_lines = [line.split(":", 1)[1].split() for line in lines if line.startswith("flags")]
+    cpu = names[0] if names else platform.processor() or platform.machine()
+    flags = set(flag_lines[0]) if flag_lines else set()
     return {
         "cpu": cpu,
+        "cpu_bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}),
+        "kernel": platform.release(),
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "threads_requested": threads,

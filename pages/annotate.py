@@ -49,8 +49,21 @@ def request_id(action: str, item_id: int) -> str:
     return f"{tab}:{action}:{item_id}:{st.session_state.get('card_shown_at', 0)}"
 
 
+def on_current_card(item_id: int) -> bool:
+    """Whether a button press was meant for the card on screen. While the next card is drawn, the
+    previous card's buttons stay on the page for a moment and answer the same shortcut keys (one key
+    press can then reach both cards' buttons): such a press on the previous card is dropped."""
+    if item_id == st.session_state.get("card_item"):
+        return True
+    st.session_state.setdefault("last_vote", "Nothing saved for that key: it came while the next card was loading. "
+                                             "Press it again if this card did not get it.")
+    return False
+
+
 # Button callbacks run before the card is drawn again, so the next card appears in the same run.
 def on_vote(item_id: int, external_id: str, value: int | None) -> None:
+    if not on_current_card(item_id):
+        return
     reasons = st.session_state.get(f"reasons-{item_id}") or []
     try:
         cast_vote(app.sessions, user.id, item_id, value, reasons=reasons if value == 0 else (),
@@ -64,6 +77,8 @@ def on_vote(item_id: int, external_id: str, value: int | None) -> None:
 
 
 def on_undo(item_id: int) -> None:
+    if not on_current_card(item_id):
+        return
     try:
         undone = undo_last(app.sessions, user.id, dataset.id, request_id=request_id("undo", item_id))
     except CftClipError as exc:
@@ -72,7 +87,9 @@ def on_undo(item_id: int) -> None:
     st.session_state.last_vote = "Undone: that item is back for you." if undone else "Nothing to undo."
 
 
-def on_flag() -> None:
+def on_flag(item_id: int) -> None:
+    if not on_current_card(item_id):
+        return
     st.session_state.flagged = not st.session_state.flagged
 
 
@@ -131,7 +148,7 @@ def label_card() -> None:
     undo.button("Undo last", key=f"u-{card.item_id}", shortcut="u", width="stretch", on_click=on_undo,
                 args=(card.item_id,))
     flag.button("Flag", key=f"f-{card.item_id}", shortcut="f", width="stretch", icon=":material/flag:",
-                on_click=on_flag)
+                on_click=on_flag, args=(card.item_id,))
     if guide.button("Guidelines", key="g", shortcut="g", width="stretch"):
         show_guidelines()
 

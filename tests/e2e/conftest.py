@@ -1,8 +1,15 @@
 """Fixtures for end-to-end tests in a real headless Chromium, driven through Playwright.
 
 ``streamlit_server``: the app served on a free loopback port from a fresh instance folder (its base URL).
+``start_streamlit``: ``start_streamlit(port=None)`` starts (another) server on that instance folder and
+returns a ``StreamlitServer``; every server a test started is stopped at teardown.
 ``e2e_instance``: that instance folder, for tests that look at what the app wrote.
+``e2e_setup``: what must be in the instance before the server starts; nothing by default. A test
+module overrides it (e.g. with users, made with ``e2e_db``) to start the app on a prepared instance.
+``e2e_db``: a session factory on the instance's database, schema upgraded (prepare and check data).
 ``page``: a Playwright page in a fresh browser context (60 s timeouts; a screenshot is kept on failure).
+``new_page``: ``new_page()`` opens one more page in its own context (own cookies: another user).
+``sign_in``: ``sign_in(page, base_url, username, password)`` signs in through the login page.
 ``screenshot``: ``screenshot(page, "name")`` saves a full-page PNG under ``$CFTCLIP_E2E_SCREENSHOTS``
 (default: the test's tmp folder) and returns its path.
 Every test in this folder is skipped when Debian's Chromium or the playwright package is missing.
@@ -11,6 +18,7 @@ Every test in this folder is skipped when Debian's Chromium or the playwright pa
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +34,7 @@ import pytest
 
 if TYPE_CHECKING:  # imported lazily at run time, so a missing playwright skips instead of failing
     from playwright.sync_api import Browser, Page
+    from sqlalchemy.orm import Session, sessionmaker
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -82,52 +92,113 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 @pytest.fixture
 def e2e_instance(tmp_path: Path) -> Path:
-    """The (not yet created) instance folder the server will use."""
+    """The instance folder the server will use (not created unless a fixture prepares it)."""
     return tmp_path / "instance"
 
 
 @pytest.fixture
-def streamlit_server(e2e_instance: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """``streamlit run app.py`` as a subprocess; yields its base URL once /_stcore/health answers."""
-    port = _free_port()
+def e2e_setup() -> None:
+    """Override in a test module to prepare the instance before ``streamlit_server`` starts."""
+
+
+@pytest.fixture
+def e2e_db(e2e_instance: Path) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the instance's SQLite database, created and upgraded to the current schema."""
+    from annotations.db import make_engine, session_factory, upgrade
+    from annotations.settings import Settings
+
+    settings = Settings.for_instance(e2e_instance).ensure()
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@dataclass
+class StreamlitServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to finish anything (a crash, a power cut of the process)."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _wait_until_healthy(server: StreamlitServer) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while True:
+        if server.process.poll() is not None:
+            pytest.fail(f"streamlit exited with code {server.process.returncode} before answering:\n"
+                        f"{_tail(server.log_path)}")
+        try:
+            with urllib.request.urlopen(f"{server.base_url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"streamlit did not answer {server.base_url}/_stcore/health within {SERVER_START_S:.0f} s:\n"
+                        f"{_tail(server.log_path)}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def start_streamlit(
+    e2e_instance: Path, e2e_setup: None, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., StreamlitServer]]:
+    """``start_streamlit(port=None)``: ``streamlit run app.py`` as a subprocess on the instance folder,
+    returned once /_stcore/health answers. Pass an earlier server's port to restart "the same" server."""
     env = {k: v for k, v in os.environ.items() if k != "CFTCLIP_DATABASE_URL"}
     env.update(CFTCLIP_INSTANCE=str(e2e_instance), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    log_path = tmp_path / "streamlit.log"
-    command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false",
-        # The default watcher would also watch .venv under the repo: slow, and it floods the log.
-        "--server.fileWatcherType", "none",
-    ]
-    base_url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    servers: list[StreamlitServer] = []
+
+    def start(port: int | None = None) -> StreamlitServer:
+        port = port or _free_port()
+        command = [
+            sys.executable, "-m", "streamlit", "run", "app.py",
+            "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+            "--browser.gatherUsageStats", "false",
+            # The default watcher would also watch .venv under the repo: slow, and it floods the log.
+            "--server.fileWatcherType", "none",
+        ]
+        log_path = tmp_path / f"streamlit-{len(servers) + 1}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = StreamlitServer(process, port, log_path)
+        servers.append(server)
+        _wait_until_healthy(server)
+        return server
+
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with code {process.returncode} before answering:\n{_tail(log_path)}")
-            try:
-                with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer {base_url}/_stcore/health within {SERVER_START_S:.0f} s:\n"
-                            f"{_tail(log_path)}")
-            time.sleep(0.2)
-        yield base_url
+        yield start
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for server in servers:
+            server.stop()
         if _failed(request):
-            print(f"--- streamlit log ({log_path}) ---\n{_tail(log_path)}")
+            for server in servers:
+                print(f"--- streamlit log ({server.log_path}) ---\n{_tail(server.log_path)}")
+
+
+@pytest.fixture
+def streamlit_server(start_streamlit: Callable[..., StreamlitServer]) -> str:
+    """The base URL of the app, served from the (prepared) instance folder."""
+    return start_streamlit().base_url
 
 
 @pytest.fixture(scope="session")
@@ -166,17 +237,46 @@ def screenshot(tmp_path: Path) -> Callable[[Page, str], Path]:
 
 
 @pytest.fixture
-def page(
+def new_page(
     browser: Browser, screenshot: Callable[[Page, str], Path], request: pytest.FixtureRequest
-) -> Iterator[Page]:
-    """A fresh page (own cookies and storage) at a desktop size; Playwright's ``expect`` waits 60 s."""
+) -> Iterator[Callable[[], Page]]:
+    """``new_page()``: a fresh page (own cookies and storage) at a desktop size; Playwright's ``expect``
+    waits 60 s. Every page gets a screenshot if the test fails."""
     from playwright.sync_api import expect
 
     expect.set_options(timeout=TIMEOUT_MS)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(TIMEOUT_MS)
-    new_page = context.new_page()
-    yield new_page
-    if _failed(request):
-        print(f"screenshot at failure: {screenshot(new_page, f'{request.node.name}-failure')}")
-    context.close()
+    pages: list[Page] = []
+
+    def open_page() -> Page:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(TIMEOUT_MS)
+        pages.append(context.new_page())
+        return pages[-1]
+
+    yield open_page
+    for number, opened in enumerate(pages, start=1):
+        if _failed(request):
+            suffix = "" if len(pages) == 1 else f"-{number}"
+            print(f"screenshot at failure: {screenshot(opened, f'{request.node.name}-failure{suffix}')}")
+        opened.context.close()
+
+
+@pytest.fixture
+def page(new_page: Callable[[], Page]) -> Page:
+    return new_page()
+
+
+@pytest.fixture
+def sign_in() -> Callable[[Page, str, str, str], None]:
+    """``sign_in(page, base_url, username, password)``: through the login page, like a person; returns
+    once the sidebar says who is signed in."""
+    from playwright.sync_api import expect
+
+    def sign_in_as(page: Page, base_url: str, username: str, password: str) -> None:
+        page.goto(base_url)
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password", exact=True).fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_test_id("stSidebar").get_by_text(f"Signed in as {username}")).to_be_visible()
+
+    return sign_in_as
