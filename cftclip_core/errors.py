@@ -31,3 +31,11 @@ class MediaMissingError(ImageError):
 
 class ConfigError(CftClipError):
     """A configuration value is out of range or inconsistent with another one."""
+
+
+class TrainingError(CftClipError):
+    """A training step cannot run as asked (mismatched or empty batches, missing process group)."""
+
+
+class CounterfactualError(CftClipError):
+    """Counterfactual texts cannot be generated as asked (bad name pool, scorer output, tagger spans)."""
