@@ -36,7 +36,10 @@ with app.sessions() as session:
 if not datasets:
     st.info("No dataset to label yet. A researcher imports one on the Import page.")
     st.stop()
-dataset: Dataset = datasets[st.selectbox("Dataset", list(datasets), key="annotate_dataset")]
+if len(datasets) == 1:
+    dataset: Dataset = next(iter(datasets.values()))
+else:
+    dataset = datasets[st.sidebar.selectbox("Dataset to label", list(datasets), key="annotate_dataset")]
 
 
 @st.dialog("Guidelines", width="large")
@@ -130,28 +133,31 @@ def label_card() -> None:
     picture, text = st.columns([3, 2], gap="large")
     with picture:
         st.image(str(media_path(card.media_sha256)), width="stretch")
-        st.caption("Hover the image and use the full-screen button to zoom.")
+        st.caption("Hover the image and use its full-screen button to zoom.")
+    item = (card.item_id, card.external_id)
     with text:
         plain_text(card.title, size="1.35rem", weight=600)
         plain_text(card.summary)
-        st.pills("Why not? (optional, with N)", REASONS, selection_mode="multi", key=f"reasons-{card.item_id}")
-        st.text_input("Note (optional)", key=f"note-{card.item_id}", max_chars=2000)
+        st.write("**Does the thumbnail show an actor of this news event?**")
+        yes, no = st.columns(2)
+        yes.button("Yes (Y)", key=f"y-{card.item_id}", shortcut="y", type="primary", width="stretch",
+                   help="The image shows at least one actor of the event", on_click=on_vote, args=(*item, 1))
+        no.button("No (N)", key=f"n-{card.item_id}", shortcut="n", width="stretch",
+                  help="No actor of the event is shown", on_click=on_vote, args=(*item, 0))
+        skip, undo, flag, guide = st.columns(4)
+        skip.button("Skip (S)", key=f"s-{card.item_id}", shortcut="s", width="stretch", on_click=on_vote,
+                    args=(*item, None))
+        undo.button("Undo (U)", key=f"u-{card.item_id}", shortcut="u", width="stretch", on_click=on_undo,
+                    args=(card.item_id,))
+        flag.button("Flag (F)", key=f"f-{card.item_id}", shortcut="f", width="stretch", on_click=on_flag,
+                    args=(card.item_id,))
+        if guide.button("Guide (G)", key="g", shortcut="g", width="stretch"):
+            show_guidelines()
         if st.session_state.flagged:
             st.warning("Flagged for review: vote as usual.", icon=":material/flag:")
-
-    yes, no, skip, undo, flag, guide = st.columns(6)
-    item = (card.item_id, card.external_id)
-    yes.button("Yes, shows an actor", key=f"y-{card.item_id}", shortcut="y", type="primary", width="stretch",
-               on_click=on_vote, args=(*item, 1))
-    no.button("No actor", key=f"n-{card.item_id}", shortcut="n", width="stretch", on_click=on_vote, args=(*item, 0))
-    skip.button("Skip", key=f"s-{card.item_id}", shortcut="s", width="stretch", on_click=on_vote, args=(*item, None))
-    undo.button("Undo last", key=f"u-{card.item_id}", shortcut="u", width="stretch", on_click=on_undo,
-                args=(card.item_id,))
-    flag.button("Flag", key=f"f-{card.item_id}", shortcut="f", width="stretch", icon=":material/flag:",
-                on_click=on_flag, args=(card.item_id,))
-    if guide.button("Guidelines", key="g", shortcut="g", width="stretch"):
-        show_guidelines()
-
+        st.multiselect("Why not? (optional, pick before N)", REASONS, key=f"reasons-{card.item_id}",
+                       placeholder="reasons for a No")
+        st.text_input("Note (optional)", key=f"note-{card.item_id}", max_chars=2000)
 
 st.title("Annotate")
 label_card()

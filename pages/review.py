@@ -2,6 +2,7 @@
 
 import math
 
+import pandas as pd
 import streamlit as st
 
 from annotations.importer import list_datasets
@@ -79,7 +80,7 @@ with queue_tab:
         with st.form(f"gold-{chosen}"):
             value = st.radio("Gold label", [1, 0], horizontal=True,
                              format_func={1: "1: shows an actor", 0: "0: no actor"}.get,
-                             index=0 if row["gold"] is not None and row["gold"] == 1 else 1)
+                             index=0 if not pd.isna(row["gold"]) and row["gold"] == 1 else 1)
             reason = st.text_input("Reason (required)", value=row["gold_reason"] if isinstance(row["gold_reason"], str) else "")
             save, withdraw = st.columns(2)
             saved = save.form_submit_button("Save gold label", type="primary")

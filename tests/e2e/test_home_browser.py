@@ -12,16 +12,26 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+from sqlalchemy.orm import Session, sessionmaker
+
+from annotations.users import create_user
 
 pytestmark = pytest.mark.e2e
 
 FIRST_TITLE = "Collins becomes first woman to command a space shuttle mission"
+PASSWORD = "a long test password"
+
+
+@pytest.fixture
+def e2e_setup(e2e_db: sessionmaker[Session]) -> None:
+    create_user(e2e_db, "rita", PASSWORD, "researcher")  # the demo dataset is imported at the first start
 
 
 def test_first_visit_shows_the_demo_and_scoring_with_the_tiny_model_warns(
-    streamlit_server: str, page: Page, screenshot: Callable[[Page, str], Path]
+    streamlit_server: str, page: Page, screenshot: Callable[[Page, str], Path],
+    sign_in: Callable[[Page, str, str, str], None],
 ) -> None:
-    page.goto(streamlit_server)
+    sign_in(page, streamlit_server, "rita", PASSWORD)  # a researcher lands on Articles
 
     caption = page.get_by_test_id("stCaptionContainer").filter(has_text="articles. Texts are shown as plain text.")
     expect(caption).to_have_text(re.compile(r"^26 articles\."))  # waits for the first start (demo import)
