@@ -140,18 +140,18 @@ def label_card() -> None:
         plain_text(card.summary)
         st.write("**Does the thumbnail show an actor of this news event?**")
         yes, no = st.columns(2)
-        yes.button("Yes (Y)", key=f"y-{card.item_id}", shortcut="y", type="primary", width="stretch",
+        yes.button("Yes", key=f"y-{card.item_id}", shortcut="y", type="primary", width="stretch",
                    help="The image shows at least one actor of the event", on_click=on_vote, args=(*item, 1))
-        no.button("No (N)", key=f"n-{card.item_id}", shortcut="n", width="stretch",
+        no.button("No", key=f"n-{card.item_id}", shortcut="n", width="stretch",
                   help="No actor of the event is shown", on_click=on_vote, args=(*item, 0))
         skip, undo, flag, guide = st.columns(4)
-        skip.button("Skip (S)", key=f"s-{card.item_id}", shortcut="s", width="stretch", on_click=on_vote,
+        skip.button("Skip", key=f"s-{card.item_id}", shortcut="s", width="stretch", on_click=on_vote,
                     args=(*item, None))
-        undo.button("Undo (U)", key=f"u-{card.item_id}", shortcut="u", width="stretch", on_click=on_undo,
+        undo.button("Undo", key=f"u-{card.item_id}", shortcut="u", width="stretch", on_click=on_undo,
                     args=(card.item_id,))
-        flag.button("Flag (F)", key=f"f-{card.item_id}", shortcut="f", width="stretch", on_click=on_flag,
+        flag.button("Flag", key=f"f-{card.item_id}", shortcut="f", width="stretch", on_click=on_flag,
                     args=(card.item_id,))
-        if guide.button("Guide (G)", key="g", shortcut="g", width="stretch"):
+        if guide.button("Guide", key="g", shortcut="g", width="stretch"):
             show_guidelines()
         if st.session_state.flagged:
             st.warning("Flagged for review: vote as usual.", icon=":material/flag:")

@@ -125,8 +125,20 @@ class Annotator:
     def vote(self, value: int | None) -> str:
         """Press Y, N or S and wait until the page confirms the vote; returns the item's external id."""
         external_id = self.card()
-        self.page.keyboard.press(KEYS[value])
-        self.confirmed(external_id, value)
+        saved = f"Saved {external_id}: {SAID[value]}. Press U to undo."
+        for attempt in range(3):
+            self.page.keyboard.press(KEYS[value])
+            try:
+                expect(self.confirmation).to_have_text(saved, timeout=8_000)
+                break
+            except AssertionError:
+                # Streamlit can lose a key pressed while it re-binds shortcuts after a redraw (a known
+                # limitation). Pressing again is what an annotator does, and it is safe: a press on the
+                # same card carries the same request id, and one meant for a card already gone is dropped.
+                if attempt == 2 or self.card() != external_id:
+                    raise
+        self.count(external_id, value)
+        self.expect_progress()
         return external_id
 
     def vote_then_vote_at_once(self, first: int | None, second: int | None) -> tuple[str, str]:

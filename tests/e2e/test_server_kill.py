@@ -68,7 +68,7 @@ class Tab:
         return external_id
 
     def fresh_card(self) -> str:
-        expect(self.page.get_by_role("button", name="Yes (Y)")).to_be_visible()
+        expect(self.page.get_by_role("button", name="Yes")).to_be_visible()
         external_id = self.card()
         self.page.wait_for_timeout(SETTLE_MS)
         return external_id
