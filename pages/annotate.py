@@ -10,7 +10,16 @@ import uuid
 import streamlit as st
 
 from annotations.importer import list_datasets
-from annotations.labeling import REASONS, cast_vote, next_item, progress, score_after_vote, undo_last
+from annotations.labeling import (
+    REASONS,
+    cast_vote,
+    my_recent_labels,
+    next_item,
+    progress,
+    relabel,
+    score_after_vote,
+    undo_last,
+)
 from annotations.models import Dataset
 from cftclip_core.errors import CftClipError
 from pages.common import escape_markdown, media_path, plain_text, require_role, show_error, studio
@@ -26,6 +35,8 @@ DEFAULT_GUIDELINES = """\
 - **Skip (S)**: the image does not load or you cannot judge; the item goes to someone else.
 - **Flag (F)**: mark the item for a researcher to look at, then vote as usual.
 """
+
+SAID = {1: "yes, shows an actor", 0: "no actor", None: "skipped"}
 
 user = require_role("annotator", "researcher", "admin")
 app = studio()
@@ -90,6 +101,16 @@ def on_undo(item_id: int) -> None:
     st.session_state.last_vote = "Undone: that item is back for you." if undone else "Nothing to undo."
 
 
+def on_relabel(item_id: int, external_id: str, value: int, version: str) -> None:
+    """Change an earlier answer; the same click on the same label version is recorded once."""
+    try:
+        relabel(app.sessions, user.id, item_id, value, request_id=f"{tab}:edit:{item_id}:{value}:{version}")
+    except CftClipError as exc:
+        st.session_state.card_error = exc
+        return
+    st.session_state.last_vote = f"Changed {external_id} to {SAID[value]}."
+
+
 def on_flag(item_id: int) -> None:
     if not on_current_card(item_id):
         return
@@ -97,8 +118,7 @@ def on_flag(item_id: int) -> None:
 
 
 def vote_summary(item_id: int, external_id: str, value: int | None) -> str:
-    said = {1: "yes, shows an actor", 0: "no actor", None: "skipped"}[value]
-    summary = f"Saved {external_id}: {said}. Press U to undo."
+    summary = f"Saved {external_id}: {SAID[value]}. Press U to undo."
     if value is not None:
         with app.sessions() as session:
             score = score_after_vote(session, dataset.id, item_id, user.id)
@@ -158,6 +178,24 @@ def label_card() -> None:
         st.multiselect("Why not? (optional, pick before N)", REASONS, key=f"reasons-{card.item_id}",
                        placeholder="reasons for a No")
         st.text_input("Note (optional)", key=f"note-{card.item_id}", max_chars=2000)
+    recent_labels()
+
+
+def recent_labels() -> None:
+    """Fix a mistake further back than Undo reaches."""
+    with app.sessions() as session:
+        recent = my_recent_labels(session, dataset.id, user.id, limit=10)
+    with st.expander(f"My recent labels ({len(recent)}): change one"):
+        if not recent:
+            st.caption("Nothing labelled yet.")
+        for label in recent:
+            what, yes, no = st.columns([6, 1, 1], vertical_alignment="center")
+            what.text(f"{label.external_id}: {SAID[label.value]}  ·  {label.title}")
+            version = label.updated_at.isoformat()
+            yes.button("Set yes", key=f"edit-y-{label.item_id}", disabled=label.value == 1, on_click=on_relabel,
+                       args=(label.item_id, label.external_id, 1, version))
+            no.button("Set no", key=f"edit-n-{label.item_id}", disabled=label.value == 0, on_click=on_relabel,
+                      args=(label.item_id, label.external_id, 0, version))
 
 st.title("Annotate")
 label_card()

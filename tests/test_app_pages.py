@@ -218,3 +218,17 @@ def test_export_has_every_annotators_label_and_how_gold_was_decided(app_instance
     assert row["gold_reason"] == "the astronaut is named in the text"
     assert (tmp_path / "out" / row["image"]).is_file()
     assert cli.main(["export", "nope", str(tmp_path / "x.csv")]) == 2
+
+
+def test_annotator_changes_an_earlier_answer_with_a_trace(app_instance) -> None:  # noqa: ANN001
+    app_test(app_instance, user=ADMIN).run()  # first start imports the demo dataset
+    at = app_test(app_instance, "pages/annotate.py", user=ANNOTATOR).run()
+    click(at, "No")
+    click(at, "Yes")
+    next(b for b in at.button if b.label == "Set yes" and not b.disabled).click().run()  # the earlier "no"
+    assert not at.exception
+    assert sorted(v for _, _, v in labels_in(app_instance)) == [1, 1]
+    with sessions(app_instance)() as session:
+        edit = session.scalars(select(LabelEvent).order_by(LabelEvent.id.desc())).first()
+        assert (edit.value, edit.previous_value, edit.had_previous) == (1, 0, True)
+    assert any("Changed" in c.value for c in at.caption)
