@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import socket
+import sys
+import types
 from datetime import timedelta
 from pathlib import Path
 
@@ -272,7 +274,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
+def test_two_gloo_processes_equal_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Spawned workers re-run the parent's __main__ file; after an AppTest that is a Streamlit page.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     g = torch.Generator().manual_seed(3)
     image = torch.randn(GLOBAL_BATCH, 16, generator=g)
     text = torch.randn(GLOBAL_BATCH, 16, generator=g)
