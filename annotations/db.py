@@ -82,7 +82,7 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA foreign_keys = ON")
-            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA synchronous = FULL")  # a committed label survives a power cut too
         finally:
             cursor.close()
 
@@ -155,14 +155,27 @@ def upgrade(url: str, revision: str = "head") -> None:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            if conn.dialect.name == "sqlite":
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                # SQLite migrations rebuild tables (copy, DROP, rename); with foreign keys on, the DROP
+                # would cascade into every referencing table. The pragma only works outside a
+                # transaction, so it is set on the raw connection before BEGIN, and the keys are
+                # checked before commit instead.
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")
                 conn = conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
-            with conn.begin():
-                if conn.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
-                config = alembic_config(url)
-                config.attributes["connection"] = conn
-                command.upgrade(config, revision)
+            try:
+                with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
+                    config = alembic_config(url)
+                    config.attributes["connection"] = conn
+                    command.upgrade(config, revision)
+                    if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                        raise DatabaseError(f"Upgrading {safe_url(url)} would break references between "
+                                            "tables; nothing was changed. Please report this.")
+            finally:
+                if sqlite:
+                    conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")
     except OperationalError as exc:
         raise DatabaseError(_open_failed(url, exc)) from None
     except CommandError as exc:

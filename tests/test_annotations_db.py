@@ -21,7 +21,7 @@ from annotations.db import (
     upgrade,
     write_session,
 )
-from annotations.models import Base, Dataset, Item, Media, utcnow
+from annotations.models import Base, Dataset, Item, Media, Score, ScoreSet, utcnow
 from annotations.settings import Settings
 
 TABLES = {"media", "datasets", "items", "score_sets", "scores", "alembic_version"}
@@ -89,14 +89,24 @@ def test_upgrade_keeps_existing_data(db_url: str) -> None:
     upgrade(db_url, "0001")  # a database made by the first release, written with its own schema
     engine = make_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO datasets (name, description, created_at, item_count) "
-                          "VALUES ('kept', '', CURRENT_TIMESTAMP, 0)"))
+        conn.execute(text("INSERT INTO datasets (id, name, description, created_at, item_count) "
+                          "VALUES (1, 'kept', '', CURRENT_TIMESTAMP, 1)"))
+        conn.execute(text("INSERT INTO media (sha256, suffix, size_bytes, width, height, created_at) "
+                          "VALUES (:sha, '.jpg', 1, 1, 1, CURRENT_TIMESTAMP)"), {"sha": "a" * 64})
+        conn.execute(text("INSERT INTO items (id, dataset_id, external_id, media_sha256, title, summary, extra, "
+                          "position) VALUES (1, 1, 'x', :sha, 't', 's', '{}', 0)"), {"sha": "a" * 64})
+        conn.execute(text("INSERT INTO score_sets (id, dataset_id, model_name, model_fingerprint, text_field, "
+                          "created_at, n_items, n_truncated, note) VALUES (1, 1, 'm', 'f', 'title', "
+                          "CURRENT_TIMESTAMP, 1, 0, '')"))
+        conn.execute(text("INSERT INTO scores (score_set_id, item_id, similarity, truncated) VALUES (1, 1, 0.5, false)"))
     upgrade(db_url)
     upgrade(db_url)
     factory = session_factory(engine)
     with factory() as session:
         kept = session.scalars(select(Dataset)).one()
         assert (kept.name, kept.overlap, kept.reveal_score_after_vote) == ("kept", 3, False)
+        counts = [session.scalar(select(func.count()).select_from(t)) for t in (Item, ScoreSet, Score, Media)]
+        assert counts == [1, 1, 1, 1]  # a table rebuild must not cascade-delete what refers to it
     engine.dispose()
 
 
