@@ -134,8 +134,11 @@ class RecentLabel:
 _P = bindparam  # short alias for the statements below
 _LOCK_USER = select(User.id).where(User.id == _P("user_id")).with_for_update(key_share=True)  # FOR NO KEY UPDATE
 _DATASET = select(
-    Dataset.id, Dataset.overlap, Dataset.lease_minutes, Dataset.uncertainty_score_set_id, Dataset.uncertainty_threshold
+    Dataset.id, Dataset.overlap, Dataset.lease_minutes, Dataset.uncertainty_score_set_id, Dataset.uncertainty_threshold,
+    Dataset.reveal_score_after_vote,
 ).where(Dataset.id == _P("dataset_id"))
+_REVEALS_SCORES = select(Dataset.reveal_score_after_vote).join(Item, Item.dataset_id == Dataset.id).where(
+    Item.id == _P("item_id"))
 _HELD_LEASE = (
     select(Lease.item_id)
     .join(Item, Item.id == Lease.item_id)
@@ -319,6 +322,8 @@ def cast_vote(
                     "Reload the page to get the next item."
                 )
             current = conn.execute(_MY_LABEL, key).first()
+            if current is not None and current.value is not None and conn.execute(_REVEALS_SCORES, key).scalar():
+                raise _answer_is_final()
             fields = {"value": value, "reasons": reasons_list, "note": note, "flagged": flagged,
                       "seconds_spent": seconds_spent, "updated_at": now}
             if current is None:
@@ -390,6 +395,8 @@ def undo_last(
         target = _last_current_event(session, dataset_id, user_id)
         if target is None:
             return None
+        if target.action == "vote" and dataset.reveal_score_after_vote:
+            raise _answer_is_final()
         item_id = target.item_id
         before = _state_before(session, target) if target.had_previous else None
         if not target.had_previous:
@@ -649,6 +656,14 @@ def _dataset_row(conn: Connection, dataset_id: int) -> Any:
     if row is None:
         raise _no_dataset(dataset_id)
     return row
+
+
+def _answer_is_final() -> LabelingError:
+    """Blindness: once the model's score was shown for a vote, changing that vote would use it."""
+    return LabelingError(
+        "This dataset shows the model's score after each vote, so an answer cannot be changed once given; "
+        "flag the item (F) on your next vote or tell a researcher instead. Nothing was changed."
+    )
 
 
 def _no_dataset(dataset_id: int) -> LabelingError:

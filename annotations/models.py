@@ -197,7 +197,7 @@ class Label(Base):
     __tablename__ = "labels"
 
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), primary_key=True, index=True)
     value: Mapped[int | None] = mapped_column(Integer)
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     note: Mapped[str] = mapped_column(Text, default="")
@@ -214,7 +214,7 @@ class LabelEvent(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
     action: Mapped[str] = mapped_column(String(20))  # vote | skip | undo
     value: Mapped[int | None] = mapped_column(Integer)
     previous_value: Mapped[int | None] = mapped_column(Integer)

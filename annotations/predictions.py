@@ -12,7 +12,7 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from annotations.importer import dataset_items_frame
-from annotations.score_sets import scores_frame, store_score_set
+from annotations.score_sets import TINY_NOTE, scores_frame, store_score_set
 from annotations.models import ScoreSet
 from annotations.settings import Settings
 from cftclip_core.embedding_cache import EmbeddingCache
@@ -22,7 +22,6 @@ from cftclip_core.images import PixelCache
 from cftclip_core.models import LoadedModel
 from cftclip_core.scoring import Progress, ScoreItem, ScoreOptions, score_pairs
 
-TINY_NOTE = "tiny offline model with random weights: these scores carry no meaning"
 
 
 def score_dataset(
@@ -52,11 +51,6 @@ def score_dataset(
     scores = {int(key): (float(sim), bool(cut)) for key, sim, cut in zip(run.keys, run.similarities, run.truncated)}
     return store_score_set(factory, dataset_id, loaded.name, loaded.fingerprint, text_field, scores,
                            note=TINY_NOTE if loaded.is_tiny else "")
-
-
-def is_meaningless(score_set: ScoreSet) -> bool:
-    """True for scores of the tiny offline model, which the UI must flag wherever they appear."""
-    return score_set.note == TINY_NOTE
 
 
 def articles_frame(session: Session, dataset_id: int, settings: Settings, score_set_id: int | None) -> pd.DataFrame:

@@ -140,9 +140,10 @@ def set_gold(factory: sessionmaker[Session], item_id: int, value: int | None, re
             raise ReviewError(f"No item with id {item_id}; it may have been deleted with its dataset.")
         current = session.get(GoldLabel, item_id)
         previous = current.value if current else None
+        if value is None and current is None:
+            return  # no decision to withdraw: nothing changes, nothing to log
         if value is None:
-            if current is not None:
-                session.delete(current)
+            session.delete(current)
         elif current is None:
             session.add(GoldLabel(item_id=item_id, value=value, method="adjudicated", reason=reason,
                                   decided_by=researcher_id, decided_at=utcnow()))

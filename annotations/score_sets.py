@@ -15,6 +15,8 @@ from annotations.models import Item, Score, ScoreSet, utcnow
 from cftclip_core.errors import DataError
 from cftclip_core.formats import check_text_field
 
+TINY_NOTE = "tiny offline model with random weights: these scores carry no meaning"
+
 
 def store_score_set(
     factory: sessionmaker[Session],
@@ -90,3 +92,13 @@ def scores_frame(session: Session, score_set_id: int) -> pd.DataFrame:
     frame["source_label"] = frame["source_label"].astype("Int64")
     frame["truncated"] = frame["truncated"].astype(bool)
     return frame
+
+
+def is_meaningless(score_set: ScoreSet) -> bool:
+    """True for scores of the tiny offline model, which the UI must flag wherever they appear."""
+    return score_set.note == TINY_NOTE
+
+
+def score_set_median(session: Session, score_set_id: int) -> float:
+    """The median similarity of a score set: a label-free default threshold (like val-median)."""
+    return float(scores_frame(session, score_set_id)["similarity"].median())

@@ -21,6 +21,7 @@ from annotations.labeling import (
     undo_last,
 )
 from annotations.models import Dataset
+from annotations.score_sets import is_meaningless, score_sets_for
 from cftclip_core.errors import CftClipError
 from pages.common import escape_markdown, media_path, plain_text, require_role, show_error, studio
 
@@ -80,7 +81,7 @@ def on_vote(item_id: int, external_id: str, value: int | None) -> None:
         return
     reasons = st.session_state.get(f"reasons-{item_id}") or []
     try:
-        cast_vote(app.sessions, user.id, item_id, value, reasons=reasons if value == 0 else (),
+        result = cast_vote(app.sessions, user.id, item_id, value, reasons=reasons if value == 0 else (),
                   note=st.session_state.get(f"note-{item_id}", ""), flagged=st.session_state.flagged,
                   seconds_spent=time.monotonic() - st.session_state.card_shown_at,
                   request_id=request_id("skip" if value is None else "vote", item_id))
@@ -88,6 +89,8 @@ def on_vote(item_id: int, external_id: str, value: int | None) -> None:
         st.session_state.card_error = exc
         return
     st.session_state.last_vote = vote_summary(item_id, external_id, value)
+    if result.had_previous and not result.replayed:  # e.g. answered in another tab already
+        st.session_state.last_vote += f" You had answered it before ({SAID[result.previous_value]}); that was replaced."
 
 
 def on_undo(item_id: int) -> None:
@@ -122,8 +125,11 @@ def vote_summary(item_id: int, external_id: str, value: int | None) -> str:
     if value is not None:
         with app.sessions() as session:
             score = score_after_vote(session, dataset.id, item_id, user.id)
+            newest = score_sets_for(session, dataset.id)[:1]
         if score is not None:
             summary += f" The model's similarity for it was {score:.3f}."
+            if newest and is_meaningless(newest[0]):
+                summary += " (From the tiny offline model: it means nothing.)"
     return summary
 
 

@@ -3,8 +3,8 @@
 import streamlit as st
 
 from annotations.importer import list_datasets
-from annotations.score_sets import score_sets_for
-from annotations.predictions import articles_frame, is_meaningless, score_dataset
+from annotations.score_sets import is_meaningless, score_sets_for
+from annotations.predictions import articles_frame, score_dataset
 from cftclip_core.errors import CftClipError
 from cftclip_core.formats import TEXT_FIELDS
 from cftclip_core.models import KNOWN_MODELS, TINY_NAME

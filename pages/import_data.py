@@ -47,7 +47,7 @@ def run_import(table) -> None:  # noqa: ANN001 - cftclip_core.formats.Table
         st.warning(f"{len({p.row for p in table.skipped})} bad row(s) will be skipped:")
         st.dataframe(problems_table(table.skipped), hide_index=True)
     for problem in preview.problems[len(table.skipped):]:
-        st.warning(problem)
+        st.warning(escape_markdown(problem))
     if not st.button("Import", type="primary", disabled=not name.strip()):
         if not name.strip():
             st.caption("Give the dataset a name to import it.")

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from annotations.importer import list_datasets
-from annotations.score_sets import score_sets_for
+from annotations.score_sets import is_meaningless, score_set_median, score_sets_for
 from annotations.labeling import set_annotation_settings
 from annotations.review import export_table, review_item, review_queue, review_summary, set_gold
 from cftclip_core.errors import CftClipError
@@ -96,7 +96,9 @@ with queue_tab:
 
 with settings_tab:
     with app.sessions() as session:
-        score_sets = {s.id: f"#{s.id} {s.model_name} on {s.text_field}" for s in score_sets_for(session, dataset.id)}
+        score_sets = {s.id: f"#{s.id} {s.model_name} on {s.text_field}" + (" (tiny model: meaningless)" if
+                                                                            is_meaningless(s) else "")
+                      for s in score_sets_for(session, dataset.id)}
     with st.form("settings"):
         overlap = st.number_input("Annotators per item", 1, 20, value=dataset.overlap)
         lease = st.number_input("Minutes an annotator holds an item", 1, 240, value=dataset.lease_minutes)
@@ -105,8 +107,13 @@ with settings_tab:
                              [None, *score_sets], format_func=lambda i: "no: in import order" if i is None else score_sets[i],
                              index=([None, *score_sets].index(dataset.uncertainty_score_set_id)
                                     if dataset.uncertainty_score_set_id in score_sets else 0))
-        threshold = st.number_input("Threshold for that ordering", -1.0, 1.0, value=dataset.uncertainty_threshold or 0.0,
-                                    step=0.01, format="%.3f")
+        if dataset.uncertainty_threshold is not None:
+            default_threshold = dataset.uncertainty_threshold
+        else:  # the score set's median, a label-free threshold like val-median
+            with app.sessions() as session:
+                default_threshold = score_set_median(session, order) if order is not None else 0.0
+        threshold = st.number_input("Threshold for that ordering (default: the score set's median)", -1.0, 1.0,
+                                    value=default_threshold, step=0.01, format="%.3f")
         guidelines = st.text_area("Guidelines shown to annotators (Markdown; empty: the built-in ones)",
                                   value=dataset.guidelines, height=200)
         if st.form_submit_button("Save settings", type="primary"):

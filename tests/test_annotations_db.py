@@ -166,7 +166,7 @@ def test_sqlite_engine_settings(tmp_path: Path) -> None:
         assert pragma("journal_mode") == "wal"
         assert pragma("foreign_keys") == 1
         assert pragma("busy_timeout") == 5000
-        assert pragma("synchronous") == 1  # NORMAL
+        assert pragma("synchronous") == 2  # FULL: a committed label survives a power cut
     engine.dispose()
 
 

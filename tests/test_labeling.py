@@ -347,3 +347,20 @@ def test_every_vote_writes_exactly_one_event_and_one_label(world: World) -> None
         assert session.scalar(select(func.count()).select_from(LabelEvent)) == 1
         assert session.scalar(select(func.count()).select_from(Label)) == 1
         assert session.scalar(select(func.count()).select_from(Lease)) == 0  # the lease is released
+
+
+def test_answers_are_final_once_the_score_is_revealed(world) -> None:  # noqa: ANN001
+    """Blindness: vote, read the score, undo or edit, vote again would let the score decide."""
+    set_annotation_settings(world.factory, world.dataset_id, reveal_score_after_vote=True)
+    user = world.users["ann"]
+    card = next_item(world.factory, world.dataset_id, user)
+    cast_vote(world.factory, user, card.item_id, 1)
+    with pytest.raises(LabelingError, match="cannot be changed once given"):
+        undo_last(world.factory, user, world.dataset_id)
+    with pytest.raises(LabelingError, match="cannot be changed once given"):
+        cast_vote(world.factory, user, card.item_id, 0)
+    skipped = next_item(world.factory, world.dataset_id, user)
+    cast_vote(world.factory, user, skipped.item_id, None)  # a skip reveals nothing: it can still be undone
+    assert undo_last(world.factory, user, world.dataset_id) == skipped.item_id
+    with world.factory() as session:
+        assert session.scalars(select(Label.value).where(Label.user_id == user)).all() == [1]
