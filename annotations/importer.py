@@ -61,6 +61,7 @@ class ImportPreview:
     n_url_images: int
     splits: dict[str, int] = field(default_factory=dict)
     has_labels: bool = False
+    image_problems: list[str] = field(default_factory=list)  # filled when the preview checks images
 
 
 def media_store(settings_or_store: Settings | MediaStore) -> MediaStore:
@@ -69,8 +70,18 @@ def media_store(settings_or_store: Settings | MediaStore) -> MediaStore:
     return MediaStore(settings_or_store.media_dir)
 
 
-def preview_import(table: Table) -> ImportPreview:
-    """A cheap look at a table (no image is opened); full checks happen in ``import_dataset``."""
+def preview_import(
+    table: Table,
+    images_into: Settings | MediaStore | None = None,
+    *,
+    allow_private_urls: bool = False,
+    progress: ImportProgress | None = None,
+) -> ImportPreview:
+    """What an import would bring in and every problem it would meet, before anything is written.
+
+    With ``images_into`` every image is checked too (decoded; URLs downloaded into that media store,
+    where the import finds them again); the database is not touched.
+    """
     head = table.records[:PREVIEW_ROWS]
     frame = pd.DataFrame(
         [{"id": r.id, "image": r.image, "title": r.title, "summary": r.summary, "label": r.label, "split": r.split} for r in head]
@@ -84,7 +95,12 @@ def preview_import(table: Table) -> ImportPreview:
         key = record.split or "(none)"
         splits[key] = splits.get(key, 0) + 1
     n_url = sum(r.image_is_url for r in table.records)
+    image_problems = []
+    if images_into is not None:
+        check = check_table_images(table, media_store(images_into), allow_private=allow_private_urls, progress=progress)
+        image_problems = check.problem_lines()
     return ImportPreview(
+        image_problems=image_problems,
         frame=frame,
         problems=problems,
         n_items=len(table.records),

@@ -1,5 +1,7 @@
 """Import a dataset: preview the rows and every problem before anything is written."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from annotations.importer import import_dataset, preview_import
@@ -34,8 +36,21 @@ def show_problems(exc: CftClipError) -> None:
     st.code(str(exc), language=None)  # plain text: messages quote the file's own values
 
 
-def run_import(table) -> None:  # noqa: ANN001 - cftclip_core.formats.Table
-    preview = preview_import(table)
+def checked_preview(table, source: str):  # noqa: ANN001, ANN201 - Table -> ImportPreview
+    """The preview with every image checked, once per source and options (Streamlit reruns often)."""
+    key = (source, skip_bad, allow_private)
+    if st.session_state.get("preview_key") != key:
+        bar = st.progress(0.0, text="Checking images...")
+        st.session_state.preview = preview_import(
+            table, app.settings, allow_private_urls=allow_private,
+            progress=lambda stage, done, total: bar.progress(done / max(total, 1), text=f"{stage.capitalize()}: {done}/{total}"))
+        st.session_state.preview_key = key
+        bar.empty()
+    return st.session_state.preview
+
+
+def run_import(table, source: str) -> None:  # noqa: ANN001 - cftclip_core.formats.Table
+    preview = checked_preview(table, source)
     st.subheader("Preview")
     cols = st.columns(4)
     cols[0].metric("Items", preview.n_items)
@@ -48,6 +63,10 @@ def run_import(table) -> None:  # noqa: ANN001 - cftclip_core.formats.Table
         st.dataframe(problems_table(table.skipped), hide_index=True)
     for problem in preview.problems[len(table.skipped):]:
         st.warning(escape_markdown(problem))
+    if preview.image_problems:
+        st.warning(f"{len(preview.image_problems)} image(s) cannot be used" +
+                   (" and will be left out:" if skip_bad else ": the import will stop unless you tick 'Skip bad rows'."))
+        st.code("\n".join(preview.image_problems), language=None)
     if not st.button("Import", type="primary", disabled=not name.strip()):
         if not name.strip():
             st.caption("Give the dataset a name to import it.")
@@ -69,8 +88,8 @@ def run_import(table) -> None:  # noqa: ANN001 - cftclip_core.formats.Table
 try:
     if upload is not None:
         with uploaded_table(app.settings, upload.name, upload.getvalue(), skip_bad_rows=skip_bad) as table:
-            run_import(table)
+            run_import(table, f"upload:{upload.file_id}")
     else:
-        run_import(read_table(path, skip_bad_rows=skip_bad))
+        run_import(read_table(path, skip_bad_rows=skip_bad), f"path:{path}:{Path(path).stat().st_mtime_ns}")
 except CftClipError as exc:
     show_problems(exc)

@@ -142,6 +142,7 @@ def test_import_page_previews_problems_and_writes_nothing(app_instance, tmp_path
                   {"id": "2", "image": "a.jpg", "title": "t", "summary": "s"}]).to_csv(tmp_path / "img.csv", index=False)
     at.text_input[0].input(str(tmp_path / "img.csv")).run()
     assert at.dataframe[0].value["id"].tolist() == ["1", "2"]  # preview before writing
+    assert any("1 image(s) cannot be used" in w.value for w in at.warning) and "broken.jpg" in at.code[0].value
     click(at, "Import")
     assert any("Nothing was imported" in e.value for e in at.error) and "broken.jpg" in at.code[0].value
     at.checkbox[0].check().run()  # skip bad rows

@@ -1,0 +1,557 @@
+"""Fine-tuning CLIP with the paper's counterfactual loss (or a comparison loss), single process.
+
+``train(config, train_table, val_table, out_dir)`` runs AdamW with the chosen schedule, validates every
+``val_every_steps`` steps and at each epoch end, stops early on the mean validation loss, and keeps the
+best model as a ``save_pretrained`` folder in ``out_dir/best`` (never the working directory: the
+original code wrote ``checkpoint.pt`` there, so parallel runs overwrote each other).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from transformers import CLIPImageProcessorPil, CLIPModel
+
+from cftclip_core.counterfactuals import EntitySwapInfiller, KnownNamesTagger, generate_counterfactuals
+from cftclip_core.errors import ConfigError, DataError, TrainingError
+from cftclip_core.formats import Record, Table, check_text_field
+from cftclip_core.images import PixelCache, load_image, normalize, sha256_file
+from cftclip_core.loss import LOSSES, ContrastiveLoss, build_loss
+from cftclip_core.models import DEFAULT_MODEL, LoadedModel, load_model
+from cftclip_core.scoring import PRECISIONS, resolve_precision
+
+logger = logging.getLogger(__name__)
+
+SCHEDULES = ("cosine", "periodic", "constant")
+PERIODIC_T_MAX = 100  # the original code's CosineAnnealingLR(T_max=100), stepped every iteration
+
+
+@dataclass
+class TrainConfig:
+    """Every training choice, with the paper's (or its released code's) value as the default."""
+
+    model: str = DEFAULT_MODEL  # backbone: hub id or local folder (the paper: CLIP ViT-L/14)
+    loss: str = "cft"  # one of loss.LOSSES; "cft" is the paper's
+    temperature: float = 0.05  # the paper's LOSS_TEMPERATURE (ignored by the learned-scale losses)
+    lr: float = 1e-4  # AdamW learning rate (the paper)
+    weight_decay: float = 0.01  # torch AdamW's default, which the original code kept
+    batch_size: int = 128  # the paper; training drops the last incomplete batch, validation keeps it
+    max_epochs: int = 20  # the paper
+    schedule: str = "cosine"  # "cosine": decays once over the run; "periodic": the original code's
+    # CosineAnnealingLR(T_max=100) stepped per iteration (0 at step 100, back to lr at 200); "constant"
+    warmup_steps: int = 0  # linear warm-up steps before the schedule (the paper: none)
+    val_every_steps: int = 160  # the original code's cadence at batch 128 (20,480 samples); the paper says 20
+    patience: int = 5  # validations without improvement before stopping (the paper)
+    freeze_text_layers: int = 11  # text embeddings + layers 0..k-1 frozen (the paper: 11 of ViT-L's 12)
+    freeze_vision_layers: int = 0  # vision embeddings + layers 0..k-1 frozen (the paper: 0)
+    counterfactuals_per_text: int = 1  # counterfactual texts per item used as negatives (the paper: 1)
+    seed: int = 0  # python, numpy and torch seeds, and the data order (the paper: 0-4)
+    precision: str = "auto"  # "auto" (bf16 where supported), "bf16" (autocast) or "fp32"
+    grad_clip: float | None = None  # max gradient norm; None = no clipping (the paper)
+    text_field: str = "summary"  # the text trained on (the paper: summary)
+    max_steps: int | None = None  # stop after this many optimiser steps (tests and demos)
+    device: str | None = None  # None: the model's device if given, else cuda when available, else cpu
+    num_workers: int = 0  # DataLoader worker processes
+
+    def validate(self, *, text_layers: int | None = None, vision_layers: int | None = None) -> None:
+        """Raise ``ConfigError`` naming the first invalid field; layer counts check the freeze fields."""
+
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"TrainConfig.{name}={getattr(self, name)!r} is not valid: {why}.")
+
+        def is_int(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if self.loss not in LOSSES:
+            raise bad("loss", f"choose one of {', '.join(LOSSES)}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
+            raise bad("temperature", "use a positive number such as 0.05 (the paper's)")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise bad("lr", "use a positive learning rate such as 1e-4 (the paper's)")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise bad("weight_decay", "use 0 or a positive number such as 0.01")
+        if not is_int(self.batch_size) or self.batch_size < 2:
+            raise bad("batch_size", "use at least 2 (a contrastive batch needs negatives); the paper used 128")
+        if not is_int(self.max_epochs) or self.max_epochs < 1:
+            raise bad("max_epochs", "use a positive integer (the paper: 20)")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"choose one of {', '.join(SCHEDULES)}")
+        if not is_int(self.warmup_steps) or self.warmup_steps < 0:
+            raise bad("warmup_steps", "use 0 or a positive integer")
+        if not is_int(self.val_every_steps) or self.val_every_steps < 1:
+            raise bad("val_every_steps", "use a positive number of steps (the original code: 160)")
+        if not is_int(self.patience) or self.patience < 1:
+            raise bad("patience", "use at least 1 (the paper: 5)")
+        for name, limit, what in (("freeze_text_layers", text_layers, "text"),
+                                  ("freeze_vision_layers", vision_layers, "vision")):
+            value = getattr(self, name)
+            if not is_int(value) or value < 0:
+                raise bad(name, "use 0 or a positive number of layers")
+            if limit is not None and value > limit:
+                raise bad(name, f"the model's {what} tower has only {limit} layers; use 0 to {limit}")
+        if not is_int(self.counterfactuals_per_text) or self.counterfactuals_per_text < 1:
+            raise bad("counterfactuals_per_text", "use a positive integer (the paper: 1)")
+        if not is_int(self.seed) or self.seed < 0:
+            raise bad("seed", "use a non-negative integer")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"choose one of {', '.join(PRECISIONS)}")
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
+            raise bad("grad_clip", "use a positive max norm, or None for no clipping")
+        try:
+            check_text_field(self.text_field)
+        except DataError:
+            raise bad("text_field", "choose title or summary") from None
+        if self.max_steps is not None and (not is_int(self.max_steps) or self.max_steps < 1):
+            raise bad("max_steps", "use a positive integer, or None to train for max_epochs")
+        if not is_int(self.num_workers) or self.num_workers < 0:
+            raise bad("num_workers", "use 0 or a positive integer")
+
+
+@dataclass(frozen=True)
+class FreezeReport:
+    trainable: int  # parameters (elements) that train
+    frozen: int
+    frozen_modules: tuple[str, ...]  # named submodules frozen
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    best_dir: Path
+    best_val_loss: float
+    steps: int
+    stopped_early: bool
+
+
+# --- freezing ------------------------------------------------------------------------------------------
+def freeze(model: CLIPModel, config: TrainConfig) -> FreezeReport:
+    """Freeze the embeddings and the first k encoder layers of each tower, by module name.
+
+    The original code froze by parameter index, which silently shifts when the architecture does;
+    names do not. k = 0 freezes nothing in that tower.
+    """
+    names: list[str] = []
+    for tower, k in (("text_model", config.freeze_text_layers), ("vision_model", config.freeze_vision_layers)):
+        if k == 0:
+            continue
+        layers = getattr(model, tower).encoder.layers
+        if k > len(layers):
+            raise ConfigError(
+                f"freeze_{tower.split('_')[0]}_layers={k} but the model's {tower} has only {len(layers)} layers; "
+                f"use 0 to {len(layers)}."
+            )
+        names.append(f"{tower}.embeddings")
+        if tower == "vision_model":
+            names.append("vision_model.pre_layrnorm")  # applied right after the embeddings
+        names.extend(f"{tower}.encoder.layers.{i}" for i in range(k))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for name in names:
+        for p in model.get_submodule(name).parameters():
+            p.requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    logger.info("Frozen %s: %d parameters train, %d frozen", ", ".join(names) or "nothing", trainable, frozen)
+    return FreezeReport(trainable, frozen, tuple(names))
+
+
+# --- schedule ------------------------------------------------------------------------------------------
+def lr_factor(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning-rate multiplier for optimiser step ``step`` (0-based) of ``total_steps``."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    if config.schedule == "periodic":  # CosineAnnealingLR's recurrence = this cosine, continued periodically
+        return 0.5 * (1 + math.cos(math.pi * step / PERIODIC_T_MAX))
+    span = max(1, total_steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# --- data ----------------------------------------------------------------------------------------------
+Item = tuple[np.ndarray, str, tuple[str, ...]]
+
+
+def table_counterfactuals(table: Table, per_text: int) -> list[tuple[str, ...]] | None:
+    """Counterfactuals from the table's ``counterfactual`` (``counterfactual_2`` ...) columns, or None
+    if it has none. An item whose counterfactuals are missing gets an empty tuple."""
+    columns = ["counterfactual"] + [f"counterfactual_{k + 1}" for k in range(1, per_text)]
+    if not table.records or "counterfactual" not in table.records[0].extra:
+        return None
+    result = []
+    for r in table.records:
+        texts = tuple(str(r.extra[c]) for c in columns if r.extra.get(c) not in (None, ""))
+        result.append(texts if len(texts) == per_text else ())
+    return result
+
+
+def swap_counterfactuals(
+    records: Sequence[Record], names: Sequence[str], *, text_field: str, per_text: int, seed: int
+) -> list[tuple[str, ...]]:
+    """Entity-swap counterfactuals over known names (the synthetic world's people)."""
+    results = generate_counterfactuals(
+        records, KnownNamesTagger(names), EntitySwapInfiller(names), text_field=text_field,
+        per_text=per_text, max_tries=max(10, per_text), seed=seed,
+    )
+    return [r.counterfactuals for r in results]
+
+
+def world_names(table: Table) -> list[str] | None:
+    """The people of a synthetic dataset, if the table sits next to its ``world.json``."""
+    from cftclip_core.synthetic import load_world
+
+    if not (table.base_dir / "world.json").is_file():
+        return None
+    return load_world(table.base_dir).names
+
+
+class ContrastiveTrainingSet(Dataset):
+    """(uint8 crop, text, counterfactual texts) per item; crops come from the pixel cache.
+
+    ``counterfactuals``: one tuple per record; None takes them from the table's columns or, for a
+    synthetic dataset, swaps the world's names. Items without the needed counterfactuals are
+    skipped (counted in ``skipped``) when ``needs_counterfactuals``.
+    """
+
+    def __init__(
+        self,
+        table: Table,
+        pixel_cache: PixelCache,
+        *,
+        text_field: str = "summary",
+        needs_counterfactuals: bool = True,
+        per_text: int = 1,
+        counterfactuals: Sequence[tuple[str, ...]] | None = None,
+        seed: int = 0,
+    ) -> None:
+        check_text_field(text_field)
+        records = table.records
+        if needs_counterfactuals and counterfactuals is None:
+            counterfactuals = table_counterfactuals(table, per_text)
+            if counterfactuals is None:
+                names = world_names(table)
+                if names is None:
+                    raise DataError(
+                        f"The table {table.source or table.base_dir} has no 'counterfactual' column, and the loss "
+                        "needs counterfactuals. Generate them first (python -m cftclip_core counterfactual "
+                        "--data TABLE --out TABLE_CF) or choose a loss without them (clip or i2t)."
+                    )
+                counterfactuals = swap_counterfactuals(records, names, text_field=text_field, per_text=per_text,
+                                                      seed=seed)
+        if counterfactuals is not None and len(counterfactuals) != len(records):
+            raise DataError(f"{len(counterfactuals)} counterfactual entries for {len(records)} records; give one each.")
+        keep = [i for i in range(len(records))
+                if not needs_counterfactuals or len(counterfactuals[i]) >= per_text]  # type: ignore[index]
+        self.skipped = len(records) - len(keep)
+        if self.skipped:
+            logger.warning("%d of %d items have no counterfactual (no PERSON found?) and are skipped",
+                        self.skipped, len(records))
+        self.records = [records[i] for i in keep]
+        self.counterfactuals = [tuple(counterfactuals[i][:per_text]) if needs_counterfactuals else ()  # type: ignore[index]
+                                for i in keep]
+        self.paths = [table.image_path(r) for r in self.records]
+        self.hashes = [sha256_file(p) for p in self.paths]
+        self.text_field = text_field
+        self.cache = pixel_cache
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Item:
+        path = self.paths[index]
+        crop = self.cache.get_or_compute(self.hashes[index], lambda: load_image(path))
+        return crop, self.records[index].text(self.text_field), self.counterfactuals[index]
+
+
+@dataclass
+class Batch:
+    pixels: Tensor  # uint8, B x H x W x 3
+    input_ids: Tensor
+    attention_mask: Tensor
+    cf_input_ids: Tensor | None  # (B*M) x L, counterfactuals of item i at rows i*M .. i*M+M-1
+    cf_attention_mask: Tensor | None
+
+    def __len__(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+class Collate:
+    """Stack crops and tokenise texts, truncated to the model's text window (a picklable callable)."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.tokenizer = loaded.tokenizer
+        self.window = loaded.max_text_tokens
+
+    def _tokens(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.window, return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"]
+
+    def __call__(self, items: list[Item]) -> Batch:
+        if not items:
+            raise TrainingError("An empty batch reached the trainer; the training set has no usable items.")
+        pixels = torch.from_numpy(np.stack([i[0] for i in items]))
+        ids, mask = self._tokens([i[1] for i in items])
+        cf_texts = [t for i in items for t in i[2]]
+        cf_ids, cf_mask = self._tokens(cf_texts) if cf_texts else (None, None)
+        return Batch(pixels, ids, mask, cf_ids, cf_mask)
+
+
+# --- one step ------------------------------------------------------------------------------------------
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def batch_loss(loaded: LoadedModel, loss_fn: ContrastiveLoss, batch: Batch, precision: str = "fp32") -> Tensor:
+    """The loss of one batch under the model's current weights (gradients flow if enabled)."""
+    model, device = loaded.model, loaded.device
+    with _autocast(precision, device):
+        pixels = normalize(batch.pixels.to(device), loaded.preprocess)
+        image = model.get_image_features(pixel_values=pixels).pooler_output
+        text = model.get_text_features(input_ids=batch.input_ids.to(device),
+                                       attention_mask=batch.attention_mask.to(device)).pooler_output
+        cf = None
+        if loss_fn.uses_counterfactuals and batch.cf_input_ids is not None:
+            cf = model.get_text_features(input_ids=batch.cf_input_ids.to(device),
+                                         attention_mask=batch.cf_attention_mask.to(device)).pooler_output
+        return loss_fn(image, text, cf, model.logit_scale)
+
+
+def validation_loss(loaded: LoadedModel, loss_fn: ContrastiveLoss, loader: DataLoader, precision: str) -> float:
+    """Mean loss per item over the validation set (batches weighted by their size)."""
+    was_training = loaded.model.training
+    loaded.model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            if len(batch) < 2:  # a lone item has no negatives: its loss says nothing
+                continue
+            total += float(batch_loss(loaded, loss_fn, batch, precision)) * len(batch)
+            count += len(batch)
+    loaded.model.train(was_training)
+    if count == 0:
+        raise DataError("The validation set has fewer than 2 usable items; give it at least 2 (ideally hundreds).")
+    return total / count
+
+
+# --- saving --------------------------------------------------------------------------------------------
+def save_model(loaded: LoadedModel, target: Path) -> Path:
+    """Write model, tokenizer and preprocessing as a ``save_pretrained`` folder, atomically: a crash or a
+    full disk leaves the previous folder in place, never a half-written one."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.saving-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        loaded.model.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
+        cfg = loaded.preprocess
+        CLIPImageProcessorPil(
+            size={"shortest_edge": cfg.size}, do_center_crop=cfg.crop is not None,
+            crop_size={"height": cfg.crop or cfg.size, "width": cfg.crop or cfg.size},
+            image_mean=list(cfg.mean), image_std=list(cfg.std), resample=cfg.resample,
+            rescale_factor=cfg.rescale_factor,
+        ).save_pretrained(tmp)
+        if loaded.is_tiny:
+            (tmp / "cftclip_tiny.json").write_text(json.dumps({"note": "fine-tuned from the tiny model"}))
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _device(config: TrainConfig) -> torch.device:
+    if config.device is not None:
+        return torch.device(config.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train(
+    config: TrainConfig,
+    train_table: Table,
+    val_table: Table,
+    out_dir: str | Path,
+    *,
+    model: LoadedModel | None = None,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Fine-tune and keep the best model (lowest mean validation loss) in ``out_dir/best``.
+
+    ``log`` receives each per-step record (also written to ``out_dir/log.jsonl``) and each validation.
+    ``model`` is trained in place; without it ``config.model`` is loaded.
+    """
+    config.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    loaded = model or load_model(config.model, device=_device(config))
+    if model is not None and config.device is not None:
+        loaded.model.to(torch.device(config.device))
+    text_cfg, vision_cfg = loaded.model.config.text_config, loaded.model.config.vision_config
+    config.validate(text_layers=text_cfg.num_hidden_layers, vision_layers=vision_cfg.num_hidden_layers)
+    device = loaded.device
+    precision = resolve_precision(config.precision, device)
+    loss_fn = build_loss(config.loss, temperature=config.temperature)
+    report = freeze(loaded.model, config)
+
+    cache = PixelCache(out / "pixel-cache", loaded.preprocess)
+    make_set = _dataset_factory(config, cache, loss_fn.uses_counterfactuals)
+    train_set, val_set = make_set(train_table), make_set(val_table)
+    if len(train_set) < config.batch_size:
+        raise DataError(
+            f"The training set has {len(train_set)} usable items, fewer than batch_size={config.batch_size}; "
+            "lower batch_size or add data."
+        )
+    collate = Collate(loaded)
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
+                              collate_fn=collate, generator=generator, num_workers=config.num_workers)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, drop_last=False,
+                            collate_fn=collate, num_workers=config.num_workers)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * config.max_epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+
+    params = [p for p in loaded.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s, total_steps))
+
+    _write_json(out / "config.json", {**dataclasses.asdict(config), "resolved_precision": precision,
+                                      "device": str(device), "trainable_parameters": report.trainable,
+                                      "frozen_modules": list(report.frozen_modules),
+                                      "train_items": len(train_set), "val_items": len(val_set),
+                                      "skipped_without_counterfactual": train_set.skipped + val_set.skipped})
+    state = _RunState()
+    emit = log or (lambda record: None)
+
+    def validate(step: int, epoch: int) -> bool:
+        """Validate, keep the best model; True when patience has run out."""
+        value = validation_loss(loaded, loss_fn, val_loader, precision)
+        if not math.isfinite(value):
+            raise TrainingError(f"The validation loss is {value} at step {step}; the best model so far is kept in "
+                                f"{out / 'best'}. Lower lr or use precision='fp32'.")
+        improved = value < state.best_loss
+        if improved:
+            state.best_loss, state.best_step, state.bad = value, step, 0
+            save_model(loaded, out / "best")
+        else:
+            state.bad += 1
+        record = {"step": step, "epoch": epoch, "val_loss": value, "improved": improved}
+        state.history.append(record)
+        emit(record)
+        logger.info("step %d: validation loss %.4f%s", step, value, " (best)" if improved else "")
+        _write_json(out / "metrics.json", state.metrics())
+        return state.bad >= config.patience
+
+    loaded.model.train()
+    with (out / "log.jsonl").open("w", encoding="utf-8") as log_file:
+        for epoch in range(config.max_epochs):
+            for batch, data_time in _timed(train_loader):
+                started = time.perf_counter()
+                loss = batch_loss(loaded, loss_fn, batch, precision)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"The training loss became {float(loss)} at step {state.step + 1}; the best model so far "
+                        f"is kept in {out / 'best'}. Lower lr, set grad_clip, or use precision='fp32'."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                lr = optimizer.param_groups[0]["lr"]
+                optimizer.step()
+                scheduler.step()
+                state.step += 1
+                step_time = time.perf_counter() - started
+                record = {"step": state.step, "epoch": epoch, "loss": float(loss), "lr": lr,
+                          "data_time": data_time, "step_time": step_time,
+                          "samples_per_s": len(batch) / max(step_time + data_time, 1e-9)}
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                emit(record)
+                if state.step % config.val_every_steps == 0 and validate(state.step, epoch):
+                    state.stopped_early = True
+                    break
+                if config.max_steps is not None and state.step >= config.max_steps:
+                    break
+            if state.stopped_early:
+                break
+            if not state.history or state.history[-1]["step"] != state.step:  # epoch end (or max_steps)
+                if validate(state.step, epoch):
+                    state.stopped_early = True
+                    break
+            if config.max_steps is not None and state.step >= config.max_steps:
+                break
+    _write_json(out / "metrics.json", state.metrics())
+    logger.info("Training stopped after %d steps (%s); best validation loss %.4f at step %d", state.step,
+                    "early stop" if state.stopped_early else "end of run", state.best_loss, state.best_step)
+    return TrainResult(out / "best", state.best_loss, state.step, state.stopped_early)
+
+
+
+@dataclass
+class _RunState:
+    step: int = 0
+    best_loss: float = math.inf
+    best_step: int = 0
+    bad: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        return {"best_step": self.best_step, "best_val_loss": self.best_loss, "steps": self.step,
+                "stopped_early": self.stopped_early, "history": self.history}
+
+
+def _dataset_factory(config: TrainConfig, cache: PixelCache, needs_cf: bool) -> Callable[[Table], ContrastiveTrainingSet]:
+    def make(table: Table) -> ContrastiveTrainingSet:
+        return ContrastiveTrainingSet(table, cache, text_field=config.text_field, needs_counterfactuals=needs_cf,
+                                      per_text=config.counterfactuals_per_text, seed=config.seed)
+    return make
+
+
+def _timed(loader: DataLoader) -> Iterator[tuple[Batch, float]]:
+    """Each batch with the seconds spent waiting for it."""
+    iterator = iter(loader)
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - started
