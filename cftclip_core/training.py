@@ -68,6 +68,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (tests and demos)
     device: str | None = None  # None: the model's device if given, else cuda when available, else cpu
     num_workers: int = 0  # DataLoader worker processes
+    pixel_cache_dir: str | None = None  # share across runs so later seeds decode no image; None: out_dir/pixel-cache
 
     def validate(self, *, text_layers: int | None = None, vision_layers: int | None = None) -> None:
         """Raise ``ConfigError`` naming the first invalid field; layer counts check the freeze fields."""
@@ -331,7 +332,7 @@ def batch_loss(loaded: LoadedModel, loss_fn: ContrastiveLoss, batch: Batch, prec
         if loss_fn.uses_counterfactuals and batch.cf_input_ids is not None:
             cf = model.get_text_features(input_ids=batch.cf_input_ids.to(device),
                                          attention_mask=batch.cf_attention_mask.to(device)).pooler_output
-        return loss_fn(image, text, cf, model.logit_scale)
+        return loss_fn(image, text, cf, model.logit_scale if loss_fn.learns_scale else None)
 
 
 def validation_loss(loaded: LoadedModel, loss_fn: ContrastiveLoss, loader: DataLoader, precision: str) -> float:
@@ -428,7 +429,8 @@ def train(
     loss_fn = build_loss(config.loss, temperature=config.temperature)
     report = freeze(loaded.model, config)
 
-    cache = PixelCache(out / "pixel-cache", loaded.preprocess)
+    cache = PixelCache(Path(config.pixel_cache_dir) if config.pixel_cache_dir else out / "pixel-cache",
+                       loaded.preprocess)
     make_set = _dataset_factory(config, cache, loss_fn.uses_counterfactuals)
     train_set, val_set = make_set(train_table), make_set(val_table)
     if len(train_set) < config.batch_size:
@@ -498,7 +500,7 @@ def train(
                 scheduler.step()
                 state.step += 1
                 step_time = time.perf_counter() - started
-                record = {"step": state.step, "epoch": epoch, "loss": float(loss), "lr": lr,
+                record = {"step": state.step, "epoch": epoch, "loss": loss.item(), "lr": lr,
                           "data_time": data_time, "step_time": step_time,
                           "samples_per_s": len(batch) / max(step_time + data_time, 1e-9)}
                 log_file.write(json.dumps(record) + "\n")
