@@ -1,4 +1,4 @@
-"""Command line: ``python -m cftclip_core {score,eval,models,synthetic}``.
+"""Command line: ``python -m cftclip_core {score,eval,models,synthetic,counterfactual,train}``.
 
 Runtime files go to the instance folder (``$CFTCLIP_INSTANCE`` or ``./instance``), the same one the
 app uses, so the app and the command line share embedding caches, downloaded media and models.
@@ -7,26 +7,37 @@ app uses, so the app and the command line share embedding caches, downloaded med
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
+import typing
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cftclip_core import counterfactuals as cf
 from cftclip_core import metrics, models, synthetic
 from cftclip_core.embedding_cache import EmbeddingCache
-from cftclip_core.errors import CftClipError, DataError
-from cftclip_core.formats import TEXT_FIELDS, problems_message, read_table
-from cftclip_core.images import PixelCache
+from cftclip_core.errors import CftClipError, ConfigError, DataError
+from cftclip_core.formats import TEXT_FIELDS, Table, problems_message, read_table, write_table
+from cftclip_core.images import PixelCache, load_image, normalize, resize_and_crop
 from cftclip_core.instance import instance_dir
 from cftclip_core.media_store import MediaStore
 from cftclip_core.scoring import PRECISIONS, ScoreItem, ScoreOptions, score_pairs
 from cftclip_core.table_images import check_table_images
+from cftclip_core.training import TrainConfig, train
 
 log = logging.getLogger("cftclip_core")
+
+EXIT_TERMINATED = 143  # 'train' stopped by SIGTERM (128 + 15) after saving a resumable checkpoint
+TRAIN_FLAG_ALIASES = {"val_every_steps": ["--val-every"]}  # short names besides --val-every-steps
 
 SCORE_COLUMNS = ["id", "split", "label", "similarity", "truncated", "image_sha256", "model", "model_fingerprint",
                  "text_field"]
@@ -98,6 +109,44 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="generate a synthetic news set (see: synthetic --help)")
     synth.add_argument("synthetic_args", nargs=argparse.REMAINDER)
     synth.set_defaults(run=lambda args: synthetic.main(args.synthetic_args))
+
+    counter = commands.add_parser("counterfactual", help="add counterfactual texts (PERSON names replaced) to a table")
+    counter.add_argument("--data", required=True, type=Path, help="table file (.csv, .jsonl, .parquet)")
+    counter.add_argument("--out", required=True, type=Path, help="table to write, with the counterfactual columns")
+    counter.add_argument("--text", choices=TEXT_FIELDS, default="summary", help="text field (default: summary)")
+    counter.add_argument("--tagger", default="auto",
+                         help="rule, names:FILE (one name a line, or a synthetic world.json), spacy[:MODEL], "
+                              "hf:MODEL, or auto: the world's names when world.json sits beside the table, "
+                              "else rule (default: auto)")
+    counter.add_argument("--infiller", default="swap",
+                         help="swap (another PERSON name of the corpus) or mlm[:MODEL] (masked LM, default "
+                              f"{cf.DEFAULT_MLM}) (default: swap)")
+    counter.add_argument("--temperature", type=float, default=2.0, help="masked-LM sampling temperature (the paper: 2.0)")
+    counter.add_argument("--max-tries", type=int, default=10)
+    counter.add_argument("--per-text", type=int, default=1, help="counterfactuals to keep per text")
+    counter.add_argument("--budget", type=float, default=0.3, help="largest fraction of a text masked (the paper: 0.3)")
+    counter.add_argument("--seed", type=int, default=0)
+    counter.add_argument("--model", default="none",
+                         help="model for the CLIP filter (keep a candidate only if it scores lower than the "
+                              "original), or none to keep the first differing candidate (default: none)")
+    counter.add_argument("--device", default=None, help="torch device for the models (default: cuda if available)")
+    counter.set_defaults(run=run_counterfactual)
+
+    trainer = commands.add_parser(
+        "train", help="fine-tune a CLIP model (the paper's CFT loss by default)",
+        description="Every TrainConfig field is a flag; --config JSON sets several, flags override it. "
+                    f"On SIGTERM the run saves RUN/last and exits with status {EXIT_TERMINATED}; --resume continues it.")
+    trainer.add_argument("--train", required=True, type=Path, help="training table")
+    trainer.add_argument("--val", required=True, type=Path, help="validation table")
+    trainer.add_argument("--out", required=True, type=Path, help="run folder (best/, last/, log.jsonl, metrics.json)")
+    trainer.add_argument("--config", type=Path, default=None, help="JSON object of TrainConfig fields")
+    trainer.add_argument("--resume", action="store_true", help="continue the run stopped in --out (from last/)")
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        flags = [f"--{f.name.replace('_', '-')}", *TRAIN_FLAG_ALIASES.get(f.name, [])]
+        trainer.add_argument(*flags, dest=f"cfg_{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(),
+                             help=f"TrainConfig.{f.name} (default: {getattr(defaults, f.name)!r})")
+    trainer.set_defaults(run=run_train)
     return parser
 
 
@@ -242,6 +291,174 @@ def run_model_info(args: argparse.Namespace) -> int:
                       "max_text_tokens": loaded.max_text_tokens,
                       "parameters": sum(p.numel() for p in loaded.model.parameters())}, indent=2))
     return 0
+
+
+def run_counterfactual(args: argparse.Namespace) -> int:
+    table = read_table(args.data)
+    tagger = _tagger(args.tagger, table, args.device)
+    texts = [r.text(args.text) for r in table.records]
+    infiller = _infiller(args.infiller, tagger, texts, args.temperature, args.device)
+    scorer = None
+    if args.model.lower() != "none":
+        loaded = models.load_model(args.model, cache_dir=instance_dir() / "models",
+                                   device=args.device or _default_device())
+        if loaded.is_tiny:
+            print(f"note: '{loaded.name}' has random weights; its filter decisions carry no meaning.", file=sys.stderr)
+        scorer = ModelScorer(loaded, table)
+    with tqdm(total=len(table.records), desc="counterfactuals", unit="text") as bar:
+        records = cf.counterfactual_table(
+            table.records, args.text, tagger, infiller, scorer=scorer, max_tries=args.max_tries,
+            per_text=args.per_text, seed=args.seed, budget=args.budget,
+            progress=lambda done, total: bar.update(done - bar.n))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_table(records, args.out)
+    counts = {status: sum(r.extra["cf_status"] == status for r in records) for status in cf.STATUSES}
+    print(f"counterfactuals for {len(records)} texts ({_component(tagger)}, {_component(infiller)}, "
+          f"filter {'none' if scorer is None else args.model}, seed {args.seed}): "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if counts["no_person"]:
+        print(f"note: {counts['no_person']} text(s) name no PERSON and have no counterfactual; training skips them.",
+              file=sys.stderr)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _component(component: object) -> str:
+    return str(getattr(component, "name", type(component).__name__))
+
+
+def _tagger(spec: str, table: Table, device: str | None) -> cf.EntityTagger:
+    kind, _, value = spec.partition(":")
+    if kind == "auto" and not value:
+        names = _world_names(table.base_dir / "world.json")
+        return cf.KnownNamesTagger(names) if names else cf.RuleBasedPersonTagger()
+    if kind == "rule" and not value:
+        return cf.RuleBasedPersonTagger()
+    if kind == "names" and value:
+        return cf.KnownNamesTagger(_names_file(Path(value)))
+    if kind == "spacy":
+        return cf.SpacyTagger(value or "en_core_web_trf")
+    if kind == "hf" and value:
+        return cf.HFTokenClassificationTagger(value, device=device)
+    raise ConfigError(f"--tagger '{spec}' is not known; use rule, names:FILE, spacy[:MODEL], hf:MODEL or auto.")
+
+
+def _world_names(path: Path) -> list[str] | None:
+    return synthetic.load_world(path).names if path.is_file() else None
+
+
+def _names_file(path: Path) -> list[str]:
+    if not path.is_file():
+        raise ConfigError(f"No names file at '{path}'; give a text file with one name a line, or a world.json.")
+    if path.suffix == ".json":
+        return synthetic.load_world(path).names
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _infiller(spec: str, tagger: cf.EntityTagger, texts: Sequence[str], temperature: float,
+              device: str | None) -> cf.Infiller:
+    kind, _, value = spec.partition(":")
+    if kind == "swap" and not value:
+        pool = tagger.names if isinstance(tagger, cf.KnownNamesTagger) else cf.collect_names(texts, tagger)
+        return cf.EntitySwapInfiller(pool)
+    if kind == "mlm":
+        return cf.MaskedLMInfiller(value or cf.DEFAULT_MLM, temperature=temperature, device=device)
+    raise ConfigError(f"--infiller '{spec}' is not known; use swap or mlm[:MODEL].")
+
+
+class ModelScorer:
+    """The CLIP filter's scorer: cosine similarity of a record's image with each text under ``loaded``."""
+
+    def __init__(self, loaded: models.LoadedModel, table: Table) -> None:
+        self.loaded = loaded
+        self.paths = {r.image: table.image_path(r) for r in table.records}
+        self._images: dict[str, Any] = {}
+
+    def __call__(self, key: str, texts: Sequence[str]) -> list[float]:
+        import torch
+
+        loaded = self.loaded
+        with torch.inference_mode():
+            if key not in self._images:
+                crop = resize_and_crop(load_image(self.paths[key]), loaded.preprocess)
+                pixels = normalize(torch.from_numpy(crop[None]).to(loaded.device), loaded.preprocess)
+                image = loaded.model.get_image_features(pixel_values=pixels).pooler_output
+                self._images[key] = torch.nn.functional.normalize(image.float(), dim=-1)[0]
+            enc = loaded.tokenizer(list(texts), padding=True, truncation=True, max_length=loaded.max_text_tokens,
+                                   return_tensors="pt")
+            text = loaded.model.get_text_features(input_ids=enc["input_ids"].to(loaded.device),
+                                                  attention_mask=enc["attention_mask"].to(loaded.device)).pooler_output
+            text = torch.nn.functional.normalize(text.float(), dim=-1)
+            return (text @ self._images[key]).cpu().tolist()
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's config: defaults, then --config JSON, then flags; validated, errors naming the field."""
+    values: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            loaded = json.loads(args.config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"Cannot read --config '{args.config}' as JSON ({exc}); give a JSON object of "
+                              "TrainConfig fields.") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config '{args.config}' holds {type(loaded).__name__}, not a JSON object of fields.")
+        values.update(loaded)
+    types = typing.get_type_hints(TrainConfig)
+    for name in types:
+        if hasattr(args, f"cfg_{name}"):
+            values[name] = _convert(name, getattr(args, f"cfg_{name}"), types[name])
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"Unknown TrainConfig field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(names))}.")
+    config = TrainConfig(**values)
+    config.validate()
+    return config
+
+
+def _convert(name: str, text: str, kind: Any) -> Any:
+    """A flag's text as the field's type; 'none' for an optional field."""
+    options = typing.get_args(kind) or (kind,)
+    if type(None) in options and text.strip().lower() == "none":
+        return None
+    target = next(t for t in options if t is not type(None))
+    try:
+        return target(text)
+    except ValueError:
+        raise ConfigError(f"TrainConfig.{name}={text!r} is not valid: give a{'n' if target is int else ''} "
+                          f"{target.__name__}{' or none' if type(None) in options else ''}.") from None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    config = train_config(args)
+    train_table, val_table = read_table(args.train), read_table(args.val)
+    stop_requested = threading.Event()
+    handles_signal = threading.current_thread() is threading.main_thread()  # only there can Python set handlers
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.set()) if handles_signal else None
+    try:
+        result = train(config, train_table, val_table, args.out, stop=stop_requested.is_set, resume=args.resume,
+                       log=_print_record)
+    finally:
+        if handles_signal:
+            signal.signal(signal.SIGTERM, previous)
+    print(json.dumps({"steps": result.steps, "best_val_loss": result.best_val_loss,
+                      "stopped_early": result.stopped_early, "interrupted": result.interrupted}), flush=True)
+    if result.interrupted:
+        print(f"stopped by SIGTERM at step {result.steps}; resume with the same command plus --resume "
+              f"(checkpoint {result.last_dir})", flush=True)
+        return EXIT_TERMINATED
+    print(f"best checkpoint: {result.best_dir}", flush=True)
+    return 0
+
+
+def _print_record(record: dict[str, Any]) -> None:
+    if "loss" in record:
+        print(f"step {record['step']} loss {record['loss']:.4f} lr {record['lr']:.3g} "
+              f"{record['samples_per_s']:.1f} samples/s", flush=True)
+    else:
+        print(f"step {record['step']} validation loss {record['val_loss']:.4f}"
+              f"{' (best)' if record['improved'] else ''}", flush=True)
 
 
 def _default_device() -> str:

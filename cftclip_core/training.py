@@ -39,6 +39,9 @@ from cftclip_core.scoring import PRECISIONS, resolve_precision
 logger = logging.getLogger(__name__)
 
 SCHEDULES = ("cosine", "periodic", "constant")
+LAST_DIR = "last"  # the resumable checkpoint written when a run is stopped (e.g. by SIGTERM)
+TRAINER_STATE = "trainer_state.pt"  # inside LAST_DIR: optimiser, schedule, step, RNG states
+RESUME_MAY_CHANGE = ("max_steps", "max_epochs", "device", "num_workers", "pixel_cache_dir")
 PERIODIC_T_MAX = 100  # the original code's CosineAnnealingLR(T_max=100), stepped every iteration
 
 
@@ -137,6 +140,8 @@ class TrainResult:
     best_val_loss: float
     steps: int
     stopped_early: bool
+    interrupted: bool = False  # stopped on request; ``last_dir`` holds a resumable checkpoint
+    last_dir: Path | None = None
 
 
 # --- freezing ------------------------------------------------------------------------------------------
@@ -409,16 +414,25 @@ def train(
     *,
     model: LoadedModel | None = None,
     log: Callable[[dict[str, Any]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Fine-tune and keep the best model (lowest mean validation loss) in ``out_dir/best``.
 
     ``log`` receives each per-step record (also written to ``out_dir/log.jsonl``) and each validation.
     ``model`` is trained in place; without it ``config.model`` is loaded.
+    ``stop`` is asked after every step; when it says True the run saves ``out_dir/last`` (model, optimiser,
+    schedule, step and RNG states), writes its metrics and returns with ``interrupted=True``.
+    ``resume=True`` continues from ``out_dir/last`` at the saved step (only the fields in
+    ``RESUME_MAY_CHANGE`` may differ from the interrupted run's config).
     """
     config.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    saved = _load_trainer_state(out, config) if resume else None
     seed_everything(config.seed)
+    if saved is not None:
+        model = load_model(str(out / LAST_DIR), device=_device(config))
     loaded = model or load_model(config.model, device=_device(config))
     if model is not None and config.device is not None:
         loaded.model.to(torch.device(config.device))
@@ -459,6 +473,16 @@ def train(
                                       "train_items": len(train_set), "val_items": len(val_set),
                                       "skipped_without_counterfactual": train_set.skipped + val_set.skipped})
     state = _RunState()
+    start_epoch, skip_batches, epoch_rng = 0, 0, generator.get_state()
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = _RunState(**saved["run_state"])
+        start_epoch, skip_batches, epoch_rng = saved["epoch"], saved["batch_in_epoch"], saved["epoch_generator"]
+        random.setstate(saved["python_rng"])
+        np.random.set_state(saved["numpy_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        logger.info("Resuming at step %d (epoch %d, batch %d)", state.step, start_epoch, skip_batches)
     emit = log or (lambda record: None)
 
     def validate(step: int, epoch: int) -> bool:
@@ -480,10 +504,32 @@ def train(
         _write_json(out / "metrics.json", state.metrics())
         return state.bad >= config.patience
 
+    def save_last(epoch: int, batch_in_epoch: int) -> Path:
+        target = save_model(loaded, out / LAST_DIR)
+        payload = {"config": dataclasses.asdict(config), "optimizer": optimizer.state_dict(),
+                   "scheduler": scheduler.state_dict(), "run_state": dataclasses.asdict(state), "epoch": epoch,
+                   "batch_in_epoch": batch_in_epoch, "epoch_generator": epoch_rng,
+                   "python_rng": random.getstate(), "numpy_rng": np.random.get_state(),
+                   "torch_rng": torch.get_rng_state()}
+        tmp = target / f".{TRAINER_STATE}.tmp"
+        torch.save(payload, tmp)
+        os.replace(tmp, target / TRAINER_STATE)
+        _write_json(out / "metrics.json", {**state.metrics(), "interrupted": True})
+        logger.info("Stopped on request after step %d; resumable checkpoint in %s", state.step, target)
+        return target
+
     loaded.model.train()
-    with (out / "log.jsonl").open("w", encoding="utf-8") as log_file:
-        for epoch in range(config.max_epochs):
-            for batch, data_time in _timed(train_loader):
+    with (out / "log.jsonl").open("a" if saved is not None else "w", encoding="utf-8") as log_file:
+        for epoch in range(start_epoch, config.max_epochs):
+            if epoch != start_epoch or saved is None:
+                epoch_rng = generator.get_state()
+            else:
+                generator.set_state(epoch_rng)
+            batches = _timed(train_loader)
+            for _ in range(skip_batches if epoch == start_epoch else 0):
+                next(batches, None)  # the batches the interrupted run already trained on
+            for batch_in_epoch, (batch, data_time) in enumerate(batches, start=1 + (
+                    skip_batches if epoch == start_epoch else 0)):
                 started = time.perf_counter()
                 loss = batch_loss(loaded, loss_fn, batch, precision)
                 if not torch.isfinite(loss):
@@ -511,6 +557,9 @@ def train(
                     break
                 if config.max_steps is not None and state.step >= config.max_steps:
                     break
+                if stop is not None and stop():
+                    return TrainResult(out / "best", state.best_loss, state.step, False, interrupted=True,
+                                       last_dir=save_last(epoch, batch_in_epoch))
             if state.stopped_early:
                 break
             if not state.history or state.history[-1]["step"] != state.step:  # epoch end (or max_steps)
@@ -538,6 +587,21 @@ class _RunState:
     def metrics(self) -> dict[str, Any]:
         return {"best_step": self.best_step, "best_val_loss": self.best_loss, "steps": self.step,
                 "stopped_early": self.stopped_early, "history": self.history}
+
+
+def _load_trainer_state(out: Path, config: TrainConfig) -> dict[str, Any]:
+    """The state saved by an interrupted run, checked against ``config``."""
+    path = out / LAST_DIR / TRAINER_STATE
+    if not path.is_file():
+        raise ConfigError(f"Cannot resume: {path} does not exist. Resume only a run that was stopped (SIGTERM) "
+                          "in this folder, or start a new run without --resume.")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    changed = [name for name, value in saved["config"].items()
+               if name not in RESUME_MAY_CHANGE and getattr(config, name, value) != value]
+    if changed:
+        raise ConfigError(f"Cannot resume with a changed config: {', '.join(changed)} differ from the stopped run's "
+                          f"(see {out / 'config.json'}); resume with the same settings or start a new run.")
+    return saved
 
 
 def _dataset_factory(config: TrainConfig, cache: PixelCache, needs_cf: bool) -> Callable[[Table], ContrastiveTrainingSet]:

@@ -1,0 +1,186 @@
+"""The command line for counterfactual generation and training: counterfactual, train (with SIGTERM and --resume)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cftclip_core.cli import EXIT_TERMINATED, main
+from cftclip_core.demo import demo_table_path
+from cftclip_core.formats import read_table, write_table
+from cftclip_core.models import load_model
+from cftclip_core.synthetic import WorldConfig, generate_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CFTCLIP_INSTANCE", str(tmp_path / "instance"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "instance"
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 24-item synthetic set (world.json beside it) and its train/val tables in the same folder."""
+    csv = generate_dataset(tmp_path_factory.mktemp("syn") / "data", 24, WorldConfig(image_size=64), seed=0)
+    table = read_table(csv)
+    train_csv = write_table([r for r in table.records if r.split == "train"], csv.parent / "train.csv")
+    val_csv = write_table([r for r in table.records if r.split != "train"], csv.parent / "val.csv")
+    return {"all": csv, "train": train_csv, "val": val_csv}
+
+
+def train_args(synthetic: dict[str, Path], model_dir: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--train", str(synthetic["train"]), "--val", str(synthetic["val"]), "--out", str(out),
+            "--model", str(model_dir), "--batch-size", "4", "--freeze-text-layers", "1", "--device", "cpu",
+            "--precision", "fp32", *extra]
+
+
+# --- counterfactual ------------------------------------------------------------------------------------
+def test_counterfactuals_of_the_synthetic_set_swap_world_names_under_the_clip_filter(
+        synthetic, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "cf.csv"
+    assert main(["counterfactual", "--data", str(synthetic["all"]), "--out", str(out),
+                 "--model", str(tiny_model_dir)]) == 0
+    table = pd.read_csv(out, dtype=str, keep_default_na=False)
+    ok = table[table["cf_status"] == "ok"]
+    assert len(ok) > 0 and set(table["cf_status"]) <= {"ok", "filter_failed"}
+    for _, row in ok.iterrows():
+        assert row["counterfactual"] != row["summary"] and row["named_person"] in row["summary"]
+        assert row["named_person"] not in row["counterfactual"]
+        assert float(row["cf_similarity"]) < float(row["cf_original_similarity"])  # the CLIP filter's rule
+    printed = capsys.readouterr().out
+    assert f"ok {len(ok)}" in printed and "known-names" in printed and str(out) in printed
+
+
+def test_names_file_option_and_same_seed_same_counterfactuals(synthetic, tmp_path: Path) -> None:
+    world_names = sorted(set(pd.read_csv(synthetic["all"])["person"].dropna()))
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("\n".join(world_names) + "\n")
+    outs = []
+    for name in ("a.csv", "b.csv"):
+        outs.append(tmp_path / name)
+        assert main(["counterfactual", "--data", str(synthetic["all"]), "--out", str(outs[-1]),
+                     "--tagger", f"names:{names_file}", "--model", "none", "--seed", "3"]) == 0
+    first, second = (pd.read_csv(o, dtype=str, keep_default_na=False) for o in outs)
+    assert first["counterfactual"].tolist() == second["counterfactual"].tolist()
+    # Only the listed names are found; without the filter the first differing swap is kept.
+    assert ((first["cf_status"] == "ok") == first["named_person"].isin(world_names)).all()
+    assert set(first["cf_status"]) == {"ok", "no_person"}
+
+
+def test_demo_set_with_the_rule_tagger_counts_texts_without_a_person(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    demo = read_table(demo_table_path())
+    records = list(demo.records)
+    records[0] = dataclasses.replace(records[0], summary="Heavy rain flooded the lower town overnight, and roads "
+                                                         "stayed closed.")
+    shutil.copytree(demo.base_dir / "images", tmp_path / "images")
+    data = write_table(records, tmp_path / "demo.csv")
+    out = tmp_path / "demo_cf.jsonl"
+    assert main(["counterfactual", "--data", str(data), "--out", str(out), "--tagger", "rule",
+                 "--infiller", "swap"]) == 0
+    result = read_table(out)
+    statuses = [r.extra["cf_status"] for r in result.records]
+    assert statuses[0] == "no_person" and statuses.count("ok") >= len(records) // 2
+    assert result.records[1].extra["counterfactual"] not in ("", None, result.records[1].summary)
+    captured = capsys.readouterr()
+    assert "no_person 1" in captured.out and "1 text(s) name no PERSON" in captured.err
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--tagger", "magic", "--tagger 'magic' is not known"),
+    ("--infiller", "oracle", "--infiller 'oracle' is not known"),
+    ("--budget", "2", "budget=2.0 is not valid"),
+    ("--tagger", "names:/no/such/file.txt", "No names file"),
+])
+def test_bad_counterfactual_options_exit_2_with_a_message(
+        synthetic, tmp_path: Path, capsys, option: str, value: str, message: str) -> None:  # noqa: ANN001
+    out = tmp_path / "cf.csv"
+    assert main(["counterfactual", "--data", str(synthetic["all"]), "--out", str(out), option, value]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+# --- train ---------------------------------------------------------------------------------------------
+def test_tiny_training_run_end_to_end_with_config_file_and_flag_override(
+        synthetic, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"max_steps": 2, "val_every_steps": 2, "lr": 0.001, "loss": "clip"}))
+    out = tmp_path / "run"
+    assert main(train_args(synthetic, tiny_model_dir, out, "--config", str(config), "--max-steps", "4",
+                           "--loss", "cft", "--seed", "1")) == 0
+    printed = capsys.readouterr().out
+    assert f"best checkpoint: {out / 'best'}" in printed
+    summary = json.loads(next(line for line in printed.splitlines() if line.startswith("{")))
+    assert summary["steps"] == 4 and not summary["interrupted"]
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["max_steps"], saved["loss"], saved["lr"], saved["seed"]) == (4, "cft", 0.001, 1)
+    assert len((out / "log.jsonl").read_text().splitlines()) == 4
+    assert load_model(str(out / "best")).model.config.projection_dim > 0
+
+
+@pytest.mark.parametrize(("extra", "config", "field"), [
+    (["--lr", "fast"], None, "TrainConfig.lr"),
+    (["--loss", "triplet"], None, "TrainConfig.loss"),
+    (["--patience", "0"], None, "TrainConfig.patience"),
+    ([], {"batch_sise": 8}, "batch_sise"),
+    (["--grad-clip", "-1"], {"max_steps": 3}, "TrainConfig.grad_clip"),
+])
+def test_bad_training_config_is_refused_before_anything_runs(
+        synthetic, tmp_path: Path, capsys, extra: list[str], config: dict | None, field: str) -> None:  # noqa: ANN001
+    if config is not None:
+        (tmp_path / "c.json").write_text(json.dumps(config))
+        extra = [*extra, "--config", str(tmp_path / "c.json")]
+    out = tmp_path / "run"
+    assert main(train_args(synthetic, tmp_path / "no-model-needed", out, *extra)) == 2
+    assert field in capsys.readouterr().err and not out.exists()
+
+
+def test_resume_without_a_stopped_run_is_a_clear_error(synthetic, tiny_model_dir: Path, tmp_path: Path,
+                                                       capsys) -> None:  # noqa: ANN001
+    assert main(train_args(synthetic, tiny_model_dir, tmp_path / "run", "--resume")) == 2
+    assert "Cannot resume" in capsys.readouterr().err
+
+
+def test_sigterm_saves_last_and_resume_continues_as_if_never_stopped(
+        synthetic, tiny_model_dir: Path, tmp_path: Path) -> None:
+    common = ["--max-epochs", "1000", "--val-every", "3", "--schedule", "constant", "--lr", "0.001"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CFTCLIP_INSTANCE": str(tmp_path / "instance")}
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "cftclip_core", *train_args(synthetic, tiny_model_dir, run, *common)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = proc.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith("step 1 loss"), first
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == EXIT_TERMINATED
+    assert "stopped by SIGTERM" in rest
+    assert (run / "last" / "model.safetensors").is_file() and (run / "last" / "trainer_state.pt").is_file()
+    stopped_at = json.loads((run / "metrics.json").read_text())["steps"]
+    assert json.loads((run / "metrics.json").read_text())["interrupted"] is True
+    assert len((run / "log.jsonl").read_text().splitlines()) == stopped_at >= 1
+
+    assert main(train_args(synthetic, tiny_model_dir, run, *common, "--resume",
+                           "--max-steps", str(stopped_at + 2))) == 0
+    resumed = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in resumed] == list(range(1, stopped_at + 3))
+
+    # The same run without the interruption takes the same steps with the same losses.
+    straight = tmp_path / "straight"
+    assert main(train_args(synthetic, tiny_model_dir, straight, *common, "--max-steps", str(stopped_at + 2))) == 0
+    expected = [json.loads(line)["loss"] for line in (straight / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in resumed] == pytest.approx(expected, rel=1e-5)
