@@ -33,6 +33,7 @@ from cftclip_core.errors import ConfigError, DataError, TrainingError
 from cftclip_core.formats import Record, Table, check_text_field
 from cftclip_core.images import PixelCache, load_image, normalize, sha256_file
 from cftclip_core.loss import LOSSES, ContrastiveLoss, build_loss
+from cftclip_core.instance import instance_dir
 from cftclip_core.models import DEFAULT_MODEL, LoadedModel, load_model
 from cftclip_core.scoring import PRECISIONS, resolve_precision
 
@@ -433,7 +434,7 @@ def train(
     seed_everything(config.seed)
     if saved is not None:
         model = load_model(str(out / LAST_DIR), device=_device(config))
-    loaded = model or load_model(config.model, device=_device(config))
+    loaded = model or load_model(config.model, cache_dir=instance_dir() / "models", device=_device(config))
     if model is not None and config.device is not None:
         loaded.model.to(torch.device(config.device))
     text_cfg, vision_cfg = loaded.model.config.text_config, loaded.model.config.vision_config

@@ -184,3 +184,10 @@ def test_sigterm_saves_last_and_resume_continues_as_if_never_stopped(
     assert main(train_args(synthetic, tiny_model_dir, straight, *common, "--max-steps", str(stopped_at + 2))) == 0
     expected = [json.loads(line)["loss"] for line in (straight / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in resumed] == pytest.approx(expected, rel=1e-5)
+
+
+def test_train_accepts_the_tiny_demo_name_like_score(synthetic, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("CFTCLIP_INSTANCE", str(tmp_path / "instance"))
+    out = tmp_path / "run"
+    assert main(train_args(synthetic, Path("tiny-demo"), out, "--max-steps", "1", "--val-every-steps", "1")) == 0
+    assert (out / "best").is_dir() and (tmp_path / "instance" / "models" / "tiny-demo-v1").is_dir()
