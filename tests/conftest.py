@@ -40,6 +40,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def factory(db_url: str):  # noqa: ANN201 - yields a sessionmaker
+    """Sessions on ``db_url`` with the schema at the newest revision."""
+    from annotations.db import make_engine, session_factory, upgrade
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
 def instance(tmp_path: Path, db_url: str):  # noqa: ANN201 - returns annotations.settings.Settings
     """Settings for a fresh instance folder under tmp_path, using ``db_url``, folders created."""
     from annotations.settings import Settings

@@ -27,14 +27,6 @@ from annotations.settings import Settings
 TABLES = {"media", "datasets", "items", "score_sets", "scores", "alembic_version"}
 
 
-@pytest.fixture
-def factory(db_url: str):
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    yield session_factory(engine)
-    engine.dispose()
-
-
 def _dataset(name: str) -> Dataset:
     return Dataset(name=name, description="", source_file=None, created_at=utcnow(), item_count=0)
 

@@ -17,7 +17,7 @@ from cftclip_core.errors import DataError
 from cftclip_core.demo import demo_table_path
 from cftclip_core.formats import read_table
 from annotations import cli
-from annotations.db import head_revision, make_engine, session_factory, upgrade
+from annotations.db import head_revision, upgrade
 from annotations.importer import (
     dataset_items_frame,
     ensure_demo_dataset,
@@ -30,14 +30,6 @@ from annotations.score_sets import score_sets_for, scores_frame, store_score_set
 from annotations.models import Dataset, Item, Media, Score, ScoreSet
 
 COLORS = {"red.png": (255, 0, 0), "blue.png": (0, 0, 255), "green.jpg": (0, 160, 0)}
-
-
-@pytest.fixture
-def factory(instance):
-    upgrade(instance.database_url)
-    engine = make_engine(instance.database_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def _write_images(folder: Path) -> None:

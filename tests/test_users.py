@@ -15,7 +15,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import func, select, text, update
 
 from annotations import cli, users
-from annotations.db import make_engine, session_factory, upgrade, write_session
+from annotations.db import write_session
 from annotations.models import Dataset, Item, Lease, LoginSession, Media, User, utcnow
 from annotations.users import (
     WRONG_CREDENTIALS,
@@ -57,14 +57,6 @@ def cheap_hasher(monkeypatch: pytest.MonkeyPatch) -> CountingHasher:
     hasher = CountingHasher()
     monkeypatch.setattr(users, "hasher", hasher)
     return hasher
-
-
-@pytest.fixture
-def factory(db_url: str):
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def _count_users(factory) -> int:
