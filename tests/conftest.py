@@ -11,8 +11,24 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-_EXTRA_URLS = [u.strip() for u in os.environ.get("CFTCLIP_TEST_DATABASE_URLS", "").split(",") if u.strip()]
+
+
+def _extra_urls() -> list[str]:
+    urls = [u.strip() for u in os.environ.get("CFTCLIP_TEST_DATABASE_URLS", "").split(",") if u.strip()]
+    for url in urls:
+        try:
+            make_url(url)
+        except ArgumentError:
+            raise pytest.UsageError(
+                f"CFTCLIP_TEST_DATABASE_URLS holds {url!r}, which is not a SQLAlchemy URL; "
+                "give comma-separated URLs such as postgresql+psycopg://user:pass@127.0.0.1:5432/db"
+            ) from None
+    return urls
+
+
+_EXTRA_URLS = _extra_urls()
 
 
 @pytest.fixture(
