@@ -253,3 +253,23 @@ class GoldEvent(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+TRIAGE_VERDICTS = ("model_wrong", "humans_wrong", "ambiguous", "broken_image")
+
+
+class TriageDecision(Base):
+    """A researcher's verdict on a confident model/human disagreement, per item and score set.
+
+    One current verdict per (item, score set), replaced when decided again; it feeds the hard-cases export.
+    """
+
+    __tablename__ = "triage_decisions"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    score_set_id: Mapped[int] = mapped_column(ForeignKey("score_sets.id", ondelete="CASCADE"), primary_key=True,
+                                              index=True)
+    verdict: Mapped[str] = mapped_column(String(20))  # one of TRIAGE_VERDICTS
+    note: Mapped[str] = mapped_column(Text, default="")
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
