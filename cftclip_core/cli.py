@@ -18,19 +18,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from cftclip_core import counterfactuals as cf
-from cftclip_core import metrics, models, synthetic
+from cftclip_core import models, synthetic
 from cftclip_core.embedding_cache import EmbeddingCache
+from cftclip_core.distributed import ranks_from_environment, shutdown
+from cftclip_core.evaluation import check_evaluable, evaluate_checkpoint, evaluate_scores, read_scores, score_records
+from cftclip_core.heartbeat import Heartbeat
 from cftclip_core.errors import CftClipError, ConfigError, DataError
 from cftclip_core.formats import TEXT_FIELDS, Table, problems_message, read_table, write_table
 from cftclip_core.images import PixelCache, load_image, normalize, resize_and_crop
 from cftclip_core.instance import instance_dir
 from cftclip_core.media_store import MediaStore
-from cftclip_core.scoring import PRECISIONS, ScoreItem, ScoreOptions, score_pairs
+from cftclip_core.scoring import PRECISIONS, ScoreOptions
 from cftclip_core.table_images import check_table_images
 from cftclip_core.training import TrainConfig, train
 
@@ -39,8 +40,6 @@ log = logging.getLogger("cftclip_core")
 EXIT_TERMINATED = 143  # 'train' stopped by SIGTERM (128 + 15) after saving a resumable checkpoint
 TRAIN_FLAG_ALIASES = {"val_every_steps": ["--val-every"]}  # short names besides --val-every-steps
 
-SCORE_COLUMNS = ["id", "split", "label", "similarity", "truncated", "image_sha256", "model", "model_fingerprint",
-                 "text_field"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--out", required=True, type=Path, help="run folder (best/, last/, log.jsonl, metrics.json)")
     trainer.add_argument("--config", type=Path, default=None, help="JSON object of TrainConfig fields")
     trainer.add_argument("--resume", action="store_true", help="continue the run stopped in --out (from last/)")
+    trainer.add_argument("--eval", type=Path, default=None,
+                         help="labelled table to score with the best model after training (writes RUN/eval/)")
+    trainer.add_argument("--threshold", default="val-median",
+                         help="threshold for --eval: val-median, f1-optimal or a number (default: val-median, from "
+                              "the eval table's 'val' rows, else from --val)")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flags = [f"--{f.name.replace('_', '-')}", *TRAIN_FLAG_ALIASES.get(f.name, [])]
@@ -172,24 +176,14 @@ def run_score(args: argparse.Namespace) -> int:
     loaded = models.load_model(args.model, cache_dir=root / "models", device=args.device or _default_device())
     if loaded.is_tiny:
         print(f"note: '{loaded.name}' has random weights; its scores carry no meaning.", file=sys.stderr)
-    items = [ScoreItem(r.id, check.ok[r.id].path, r.text(args.text)) for r in records]
     cache = None if args.no_cache else EmbeddingCache(root / "cache" / "embeddings.sqlite")
     pixel_cache = None if args.no_cache else PixelCache(root / "cache" / "pixels", loaded.preprocess)
     options = ScoreOptions(batch_size=args.batch_size, precision=args.precision)
     with _ProgressBars() as bars:
-        run = score_pairs(loaded, items, cache=cache, pixel_cache=pixel_cache, options=options,
-                          progress=lambda stage, done, total: bars.update(f"embedding {stage}", done, total))
-    frame = pd.DataFrame({
-        "id": run.keys,
-        "split": [r.split for r in records],
-        "label": pd.array([r.label for r in records], dtype="Int64"),
-        "similarity": run.similarities,
-        "truncated": run.truncated,
-        "image_sha256": run.image_sha256,
-        "model": loaded.name,
-        "model_fingerprint": loaded.fingerprint,
-        "text_field": args.text,
-    })
+        frame, run = score_records(
+            loaded, records, [check.ok[r.id].path for r in records], args.text, cache=cache,
+            pixel_cache=pixel_cache, options=options,
+            progress=lambda stage, done, total: bars.update(f"embedding {stage}", done, total))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out, index=False)
     print(f"scored {len(frame)} pairs with {loaded.name} ({run.precision}); "
@@ -199,71 +193,15 @@ def run_score(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     scores = read_scores(args.scores)
-    if args.val is not None:
-        val, test = read_scores(args.val), scores
-    else:
-        is_val = scores["split"] == args.val_split
-        val, test = scores[is_val], scores[~is_val]
-    strategy = _threshold_arg(args.threshold)
-    if val.empty and isinstance(strategy, str):
-        where = f"no rows in {args.val}" if args.val is not None else f"no rows with split '{args.val_split}' in {args.scores}"
-        raise CftClipError(
-            f"The {strategy} threshold needs validation scores, but there are {where}; give --val FILE, "
-            "--val-split NAME, or a number as --threshold."
-        )
-    if args.test_split is not None:
-        test = test[test["split"] == args.test_split]
-    if test.empty:
-        raise CftClipError("No rows to evaluate: check --test-split and the split column of the scores file.")
-    if test["label"].isna().any():
-        raise CftClipError(
-            f"{int(test['label'].isna().sum())} evaluated row(s) have no label; label them or choose "
-            "labelled rows with --test-split."
-        )
-    val_labels = None if val["label"].isna().any() else val["label"].to_numpy(dtype=int)
-    threshold = metrics.choose_threshold(strategy, val["similarity"].to_numpy(float), val_labels)
-    report = metrics.evaluate(test["similarity"].to_numpy(float), test["label"].to_numpy(dtype=int), threshold,
-                              n_bootstrap=args.bootstrap, seed=args.seed)
-    result = {"scores": str(args.scores), "n_validation": int(len(val)), **report.to_dict()}
+    result = evaluate_scores(scores, _threshold_arg(args.threshold),
+                             val=read_scores(args.val) if args.val is not None else None,
+                             val_split=args.val_split, test_split=args.test_split, n_bootstrap=args.bootstrap,
+                             seed=args.seed, source=str(args.scores))
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
     return 0
-
-
-def read_scores(path: Path) -> pd.DataFrame:
-    """A scores file written by ``score``, with ``label`` (0, 1 or empty) and ``similarity`` (finite) checked."""
-    if not path.is_file():
-        raise CftClipError(f"No scores file at '{path}': write one with `python -m cftclip_core score`.")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise CftClipError(f"Cannot read '{path}' as a UTF-8 CSV scores file ({exc}); write it with 'score'.") from None
-    missing = {"id", "similarity", "label", "split"} - set(frame.columns)
-    if missing:
-        raise CftClipError(f"'{path}' lacks column(s) {', '.join(sorted(missing))}; is it a scores file from 'score'?")
-    label_text = frame["label"].str.strip()
-    labels = pd.to_numeric(label_text, errors="coerce")
-    bad_label = (label_text != "") & ~labels.isin([0, 1])
-    similarity = pd.to_numeric(frame["similarity"].str.strip(), errors="coerce")
-    bad_similarity = ~np.isfinite(similarity.to_numpy(dtype=float))
-    problems = sorted(
-        (int(row), column, f"'{value}' {reason}")
-        for column, bad, reason in (("label", bad_label, "is not 0 or 1 (leave it empty if unlabelled)"),
-                                    ("similarity", bad_similarity, "is not a finite number"))
-        for row, value in zip(np.flatnonzero(bad) + 1, frame[column][bad])
-    )
-    if problems:
-        raise DataError(problems_message(
-            f"'{path}' has {len(problems)} bad value(s); nothing was evaluated. Correct them, or score again "
-            "with `python -m cftclip_core score`.",
-            [f"row {row}, column '{column}': {reason}" for row, column, reason in problems]))
-    split = frame["split"].str.strip()
-    frame["split"] = split.mask(split == "")
-    frame["label"] = labels.astype("Int64")
-    frame["similarity"] = similarity.astype(float)
-    return frame
 
 
 def _threshold_arg(value: str) -> str | float:
@@ -432,23 +370,44 @@ def _convert(name: str, text: str, kind: Any) -> Any:
 
 def run_train(args: argparse.Namespace) -> int:
     config = train_config(args)
+    ranks = ranks_from_environment()
     train_table, val_table = read_table(args.train), read_table(args.val)
+    eval_table = read_table(args.eval) if args.eval is not None else None
+    if eval_table is not None:
+        check_evaluable(eval_table, str(args.eval))
+    beat = Heartbeat(args.out, enabled=ranks.is_main)
+    beat.beat(force=True)  # phase "loading": the watcher knows the process is alive before the model loads
     stop_requested = threading.Event()
     handles_signal = threading.current_thread() is threading.main_thread()  # only there can Python set handlers
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.set()) if handles_signal else None
     try:
         result = train(config, train_table, val_table, args.out, stop=stop_requested.is_set, resume=args.resume,
-                       log=_print_record)
+                       log=_print_record, ranks=ranks, heartbeat=beat)
+        if result.interrupted:
+            print(f"stopped by SIGTERM at step {result.steps}; resume with the same command plus --resume "
+                  f"(checkpoint {result.last_dir})", flush=True)
+            return EXIT_TERMINATED
+        if eval_table is not None and ranks.is_main:
+            beat.beat(phase="evaluating")
+            report = evaluate_checkpoint(result.best_dir, eval_table, Path(args.out) / "eval",
+                                         text_field=config.text_field, threshold=_threshold_arg(args.threshold),
+                                         val_table=val_table, device=config.device, seed=config.seed)
+            f1 = report["metrics"]["f1"]["value"]
+            print(f"evaluation on {args.eval}: F1 {f1 if f1 is None else round(f1, 4)} at threshold "
+                  f"{report['threshold']['value']:.4f} ({report['threshold']['strategy']}); "
+                  f"wrote {Path(args.out) / 'eval'}", flush=True)
+    except BaseException:
+        beat.beat(phase="failed")
+        raise
     finally:
         if handles_signal:
             signal.signal(signal.SIGTERM, previous)
-    print(json.dumps({"steps": result.steps, "best_val_loss": result.best_val_loss,
-                      "stopped_early": result.stopped_early, "interrupted": result.interrupted}), flush=True)
-    if result.interrupted:
-        print(f"stopped by SIGTERM at step {result.steps}; resume with the same command plus --resume "
-              f"(checkpoint {result.last_dir})", flush=True)
-        return EXIT_TERMINATED
-    print(f"best checkpoint: {result.best_dir}", flush=True)
+        shutdown()
+    beat.beat(phase="done")
+    if ranks.is_main:
+        print(json.dumps({"steps": result.steps, "best_val_loss": result.best_val_loss,
+                          "stopped_early": result.stopped_early}), flush=True)
+        print(f"best checkpoint: {result.best_dir}", flush=True)
     return 0
 
 

@@ -24,12 +24,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, SequentialSampler
 from transformers import CLIPImageProcessorPil, CLIPModel
 
 from cftclip_core.counterfactuals import EntitySwapInfiller, KnownNamesTagger, generate_counterfactuals
+from cftclip_core.distributed import Ranks, device_for, init_process_group, ranks_from_environment
 from cftclip_core.errors import ConfigError, DataError, TrainingError
+from cftclip_core.heartbeat import Heartbeat
 from cftclip_core.formats import Record, Table, check_text_field
 from cftclip_core.images import PixelCache, load_image, normalize, sha256_file
 from cftclip_core.loss import LOSSES, ContrastiveLoss, build_loss
@@ -42,7 +46,7 @@ logger = logging.getLogger(__name__)
 SCHEDULES = ("cosine", "periodic", "constant")
 LAST_DIR = "last"  # the resumable checkpoint written when a run is stopped (e.g. by SIGTERM)
 TRAINER_STATE = "trainer_state.pt"  # inside LAST_DIR: optimiser, schedule, step, RNG states
-RESUME_MAY_CHANGE = ("max_steps", "max_epochs", "device", "num_workers", "pixel_cache_dir")
+RESUME_MAY_CHANGE = ("max_steps", "max_epochs", "device", "num_workers", "pixel_cache_dir", "gradient_checkpointing")
 PERIODIC_T_MAX = 100  # the original code's CosineAnnealingLR(T_max=100), stepped every iteration
 
 
@@ -72,6 +76,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (tests and demos)
     device: str | None = None  # None: the model's device if given, else cuda when available, else cpu
     num_workers: int = 0  # DataLoader worker processes
+    gradient_checkpointing: bool | None = None  # recompute activations in backward; None: on for CUDA runs
     pixel_cache_dir: str | None = None  # share across runs so later seeds decode no image; None: out_dir/pixel-cache
 
     def validate(self, *, text_layers: int | None = None, vision_layers: int | None = None) -> None:
@@ -126,6 +131,8 @@ class TrainConfig:
             raise bad("max_steps", "use a positive integer, or None to train for max_epochs")
         if not is_int(self.num_workers) or self.num_workers < 0:
             raise bad("num_workers", "use 0 or a positive integer")
+        if self.gradient_checkpointing not in (None, True, False):
+            raise bad("gradient_checkpointing", "use true, false, or none (on for CUDA runs)")
 
 
 @dataclass(frozen=True)
@@ -326,23 +333,41 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
     return contextlib.nullcontext()
 
 
+class FeatureModel(nn.Module):
+    """The three feature passes of a step as one module, so DDP can wrap it (DDP syncs gradients for
+    work done inside its ``forward``)."""
+
+    def __init__(self, loaded: LoadedModel, uses_counterfactuals: bool) -> None:
+        super().__init__()
+        self.model = loaded.model
+        self.preprocess = loaded.preprocess
+        self.uses_counterfactuals = uses_counterfactuals
+
+    def forward(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
+        device = self.model.logit_scale.device
+        pixels = normalize(batch.pixels.to(device), self.preprocess)
+        image = self.model.get_image_features(pixel_values=pixels).pooler_output
+        text = self.model.get_text_features(input_ids=batch.input_ids.to(device),
+                                            attention_mask=batch.attention_mask.to(device)).pooler_output
+        cf = None
+        if self.uses_counterfactuals and batch.cf_input_ids is not None:
+            cf = self.model.get_text_features(input_ids=batch.cf_input_ids.to(device),
+                                              attention_mask=batch.cf_attention_mask.to(device)).pooler_output
+        return image, text, cf
+
+
 def batch_loss(loaded: LoadedModel, loss_fn: ContrastiveLoss, batch: Batch, precision: str = "fp32") -> Tensor:
     """The loss of one batch under the model's current weights (gradients flow if enabled)."""
-    model, device = loaded.model, loaded.device
-    with _autocast(precision, device):
-        pixels = normalize(batch.pixels.to(device), loaded.preprocess)
-        image = model.get_image_features(pixel_values=pixels).pooler_output
-        text = model.get_text_features(input_ids=batch.input_ids.to(device),
-                                       attention_mask=batch.attention_mask.to(device)).pooler_output
-        cf = None
-        if loss_fn.uses_counterfactuals and batch.cf_input_ids is not None:
-            cf = model.get_text_features(input_ids=batch.cf_input_ids.to(device),
-                                         attention_mask=batch.cf_attention_mask.to(device)).pooler_output
-        return loss_fn(image, text, cf, model.logit_scale if loss_fn.learns_scale else None)
+    with _autocast(precision, loaded.device):
+        image, text, cf = FeatureModel(loaded, loss_fn.uses_counterfactuals)(batch)
+        return loss_fn(image, text, cf, loaded.model.logit_scale if loss_fn.learns_scale else None)
 
 
-def validation_loss(loaded: LoadedModel, loss_fn: ContrastiveLoss, loader: DataLoader, precision: str) -> float:
-    """Mean loss per item over the validation set (batches weighted by their size)."""
+def validation_loss(
+    loaded: LoadedModel, loss_fn: ContrastiveLoss, loader: DataLoader, precision: str, ranks: Ranks | None = None
+) -> float:
+    """Mean loss per item over the validation set (batches weighted by their size). Under several
+    processes each scores its share of the batches and the sums are added up across ranks."""
     was_training = loaded.model.training
     loaded.model.eval()
     total, count = 0.0, 0
@@ -353,6 +378,10 @@ def validation_loss(loaded: LoadedModel, loss_fn: ContrastiveLoss, loader: DataL
             total += float(batch_loss(loaded, loss_fn, batch, precision)) * len(batch)
             count += len(batch)
     loaded.model.train(was_training)
+    if ranks is not None and ranks.distributed:
+        sums = torch.tensor([total, float(count)], dtype=torch.float64)
+        dist.all_reduce(sums)
+        total, count = float(sums[0]), int(sums[1])
     if count == 0:
         raise DataError("The validation set has fewer than 2 usable items; give it at least 2 (ideally hundreds).")
     return total / count
@@ -401,12 +430,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _device(config: TrainConfig) -> torch.device:
-    if config.device is not None:
-        return torch.device(config.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def train(
     config: TrainConfig,
     train_table: Table,
@@ -417,6 +440,8 @@ def train(
     log: Callable[[dict[str, Any]], None] | None = None,
     stop: Callable[[], bool] | None = None,
     resume: bool = False,
+    ranks: Ranks | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> TrainResult:
     """Fine-tune and keep the best model (lowest mean validation loss) in ``out_dir/best``.
 
@@ -426,23 +451,38 @@ def train(
     schedule, step and RNG states), writes its metrics and returns with ``interrupted=True``.
     ``resume=True`` continues from ``out_dir/last`` at the saved step (only the fields in
     ``RESUME_MAY_CHANGE`` may differ from the interrupted run's config).
+    ``ranks``: this process's place in a multi-process run (default: from torchrun's or Slurm's
+    environment). ``config.batch_size`` is the global batch, split evenly over the processes; only
+    rank 0 writes files.
     """
     config.validate()
+    ranks = ranks or ranks_from_environment()
+    if config.batch_size % ranks.world_size:
+        raise ConfigError(f"TrainConfig.batch_size={config.batch_size} is the global batch and must divide evenly "
+                          f"over the {ranks.world_size} processes; use a multiple of {ranks.world_size}.")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    beat = heartbeat or Heartbeat(out, enabled=False)
+    if ranks.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     saved = _load_trainer_state(out, config) if resume else None
     seed_everything(config.seed)
+    device = model.device if model is not None and config.device is None else device_for(ranks, config.device)
+    init_process_group(ranks, device)
     if saved is not None:
-        model = load_model(str(out / LAST_DIR), device=_device(config))
-    loaded = model or load_model(config.model, cache_dir=instance_dir() / "models", device=_device(config))
-    if model is not None and config.device is not None:
-        loaded.model.to(torch.device(config.device))
+        model = load_model(str(out / LAST_DIR), device=device)
+    loaded = model or load_model(config.model, cache_dir=instance_dir() / "models", device=device)
+    loaded.model.to(device)
     text_cfg, vision_cfg = loaded.model.config.text_config, loaded.model.config.vision_config
     config.validate(text_layers=text_cfg.num_hidden_layers, vision_layers=vision_cfg.num_hidden_layers)
-    device = loaded.device
     precision = resolve_precision(config.precision, device)
-    loss_fn = build_loss(config.loss, temperature=config.temperature)
+    loss_fn = build_loss(config.loss, temperature=config.temperature, rank=ranks.rank, world_size=ranks.world_size)
+    val_loss_fn = build_loss(config.loss, temperature=config.temperature)  # each rank scores whole val batches
     report = freeze(loaded.model, config)
+    loaded.model.logit_scale.requires_grad_(loss_fn.learns_scale)  # DDP refuses trainable parameters left unused
+    checkpointing = config.gradient_checkpointing if config.gradient_checkpointing is not None else (
+        device.type == "cuda")
+    if checkpointing:
+        loaded.model.activation_checkpointing_enable({"use_reentrant": False})
 
     cache = PixelCache(Path(config.pixel_cache_dir) if config.pixel_cache_dir else out / "pixel-cache",
                        loaded.preprocess)
@@ -454,89 +494,113 @@ def train(
             "lower batch_size or add data."
         )
     collate = Collate(loaded)
-    generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                              collate_fn=collate, generator=generator, num_workers=config.num_workers)
-    val_loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, drop_last=False,
-                            collate_fn=collate, num_workers=config.num_workers)
+    # The same sampler with one process or many: a seeded shuffle per epoch, split across ranks, so the
+    # global batches (and a resumed run's order) are the same whatever the number of processes.
+    sampler = DistributedSampler(train_set, num_replicas=ranks.world_size, rank=ranks.rank, shuffle=True,
+                                 seed=config.seed, drop_last=True)
+    train_loader = DataLoader(train_set, batch_size=config.batch_size // ranks.world_size, sampler=sampler,
+                              drop_last=True, collate_fn=collate, num_workers=config.num_workers)
+    val_batches = list(BatchSampler(SequentialSampler(val_set), config.batch_size, drop_last=False))
+    val_loader = DataLoader(val_set, batch_sampler=val_batches[ranks.rank::ranks.world_size], collate_fn=collate,
+                            num_workers=config.num_workers)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.max_epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
 
+    features = FeatureModel(loaded, loss_fn.uses_counterfactuals)
+    step_model: nn.Module = features
+    if ranks.distributed:
+        step_model = DistributedDataParallel(features, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s, total_steps))
 
-    _write_json(out / "config.json", {**dataclasses.asdict(config), "resolved_precision": precision,
-                                      "device": str(device), "trainable_parameters": report.trainable,
-                                      "frozen_modules": list(report.frozen_modules),
-                                      "train_items": len(train_set), "val_items": len(val_set),
-                                      "skipped_without_counterfactual": train_set.skipped + val_set.skipped})
+    if ranks.is_main:
+        _write_json(out / "config.json", {
+            **dataclasses.asdict(config), "resolved_precision": precision, "device": str(device),
+            "processes": ranks.world_size, "launcher": ranks.launcher, "gradient_checkpointing": checkpointing,
+            "trainable_parameters": report.trainable, "frozen_modules": list(report.frozen_modules),
+            "train_items": len(train_set), "val_items": len(val_set),
+            "skipped_without_counterfactual": train_set.skipped + val_set.skipped})
     state = _RunState()
-    start_epoch, skip_batches, epoch_rng = 0, 0, generator.get_state()
+    start_epoch, skip_batches = 0, 0
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = _RunState(**saved["run_state"])
-        start_epoch, skip_batches, epoch_rng = saved["epoch"], saved["batch_in_epoch"], saved["epoch_generator"]
+        start_epoch, skip_batches = saved["epoch"], saved["batch_in_epoch"]
         random.setstate(saved["python_rng"])
         np.random.set_state(saved["numpy_rng"])
         torch.set_rng_state(saved["torch_rng"])
         logger.info("Resuming at step %d (epoch %d, batch %d)", state.step, start_epoch, skip_batches)
     emit = log or (lambda record: None)
+    beat.beat(phase="training", step=state.step, total_steps=total_steps)
+
+    def step_loss(batch: Batch) -> Tensor:
+        with _autocast(precision, device):
+            image, text, cf = step_model(batch)
+            return loss_fn(image, text, cf, loaded.model.logit_scale if loss_fn.learns_scale else None)
 
     def validate(step: int, epoch: int) -> bool:
         """Validate, keep the best model; True when patience has run out."""
-        value = validation_loss(loaded, loss_fn, val_loader, precision)
+        value = validation_loss(loaded, val_loss_fn, val_loader, precision, ranks)
         if not math.isfinite(value):
             raise TrainingError(f"The validation loss is {value} at step {step}; the best model so far is kept in "
                                 f"{out / 'best'}. Lower lr or use precision='fp32'.")
         improved = value < state.best_loss
         if improved:
             state.best_loss, state.best_step, state.bad = value, step, 0
-            save_model(loaded, out / "best")
+            if ranks.is_main:
+                save_model(loaded, out / "best")
         else:
             state.bad += 1
         record = {"step": step, "epoch": epoch, "val_loss": value, "improved": improved}
         state.history.append(record)
-        emit(record)
+        if ranks.is_main:
+            emit(record)
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            _write_json(out / "metrics.json", state.metrics())
         logger.info("step %d: validation loss %.4f%s", step, value, " (best)" if improved else "")
-        _write_json(out / "metrics.json", state.metrics())
         return state.bad >= config.patience
 
     def save_last(epoch: int, batch_in_epoch: int) -> Path:
-        target = save_model(loaded, out / LAST_DIR)
-        payload = {"config": dataclasses.asdict(config), "optimizer": optimizer.state_dict(),
-                   "scheduler": scheduler.state_dict(), "run_state": dataclasses.asdict(state), "epoch": epoch,
-                   "batch_in_epoch": batch_in_epoch, "epoch_generator": epoch_rng,
-                   "python_rng": random.getstate(), "numpy_rng": np.random.get_state(),
-                   "torch_rng": torch.get_rng_state()}
-        tmp = target / f".{TRAINER_STATE}.tmp"
-        torch.save(payload, tmp)
-        os.replace(tmp, target / TRAINER_STATE)
-        _write_json(out / "metrics.json", {**state.metrics(), "interrupted": True})
-        logger.info("Stopped on request after step %d; resumable checkpoint in %s", state.step, target)
+        """The resumable checkpoint (rank 0 writes; every rank waits for it before going on)."""
+        target = out / LAST_DIR
+        if ranks.is_main:
+            save_model(loaded, target)
+            payload = {"config": dataclasses.asdict(config), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "run_state": dataclasses.asdict(state), "epoch": epoch,
+                       "batch_in_epoch": batch_in_epoch, "python_rng": random.getstate(),
+                       "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state()}
+            tmp = target / f".{TRAINER_STATE}.tmp"
+            torch.save(payload, tmp)
+            os.replace(tmp, target / TRAINER_STATE)
+            _write_json(out / "metrics.json", {**state.metrics(), "interrupted": True})
+        _barrier(ranks)
         return target
 
     loaded.model.train()
-    with (out / "log.jsonl").open("a" if saved is not None else "w", encoding="utf-8") as log_file:
+    log_path = out / "log.jsonl" if ranks.is_main else Path(os.devnull)
+    with log_path.open("a" if saved is not None else "w", encoding="utf-8") as log_file:
         for epoch in range(start_epoch, config.max_epochs):
-            if epoch != start_epoch or saved is None:
-                epoch_rng = generator.get_state()
-            else:
-                generator.set_state(epoch_rng)
+            sampler.set_epoch(epoch)
+            skip = skip_batches if epoch == start_epoch else 0
             batches = _timed(train_loader)
-            for _ in range(skip_batches if epoch == start_epoch else 0):
+            for _ in range(skip):
                 next(batches, None)  # the batches the interrupted run already trained on
-            for batch_in_epoch, (batch, data_time) in enumerate(batches, start=1 + (
-                    skip_batches if epoch == start_epoch else 0)):
+            for batch_in_epoch, (batch, data_time) in enumerate(batches, start=1 + skip):
                 started = time.perf_counter()
-                loss = batch_loss(loaded, loss_fn, batch, precision)
-                if not torch.isfinite(loss):
+                loss = step_loss(batch)
+                stop_now, bad_loss = _agree(ranks, stop is not None and stop(), not bool(torch.isfinite(loss)))
+                if bad_loss:  # before backward: the weights are still the last good ones
+                    last = save_last(epoch, batch_in_epoch - 1)
+                    beat.beat(phase="failed")
                     raise TrainingError(
-                        f"The training loss became {float(loss)} at step {state.step + 1}; the best model so far "
-                        f"is kept in {out / 'best'}. Lower lr, set grad_clip, or use precision='fp32'."
+                        f"The training loss became {loss.item()} at step {state.step + 1}; training stopped. The "
+                        f"best model so far is in {out / 'best'} and the weights before this step in {last}. "
+                        "Lower lr, set grad_clip, or use precision='fp32', and start a new run."
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -547,20 +611,25 @@ def train(
                 scheduler.step()
                 state.step += 1
                 step_time = time.perf_counter() - started
-                record = {"step": state.step, "epoch": epoch, "loss": loss.item(), "lr": lr,
-                          "data_time": data_time, "step_time": step_time,
-                          "samples_per_s": len(batch) / max(step_time + data_time, 1e-9)}
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
-                emit(record)
+                record = {"step": state.step, "epoch": epoch, "loss": _mean_over_ranks(ranks, loss), "lr": lr,
+                          "data_time": data_time, "step_time": step_time, "total_steps": total_steps,
+                          "samples_per_s": config.batch_size / max(step_time + data_time, 1e-9)}
+                if ranks.is_main:
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                    emit(record)
+                beat.beat(step=state.step, samples_per_s=record["samples_per_s"])
                 if state.step % config.val_every_steps == 0 and validate(state.step, epoch):
                     state.stopped_early = True
                     break
                 if config.max_steps is not None and state.step >= config.max_steps:
                     break
-                if stop is not None and stop():
+                if stop_now:
+                    last = save_last(epoch, batch_in_epoch)
+                    beat.beat(phase="stopped")
+                    logger.info("Stopped on request after step %d; resumable checkpoint in %s", state.step, last)
                     return TrainResult(out / "best", state.best_loss, state.step, False, interrupted=True,
-                                       last_dir=save_last(epoch, batch_in_epoch))
+                                       last_dir=last)
             if state.stopped_early:
                 break
             if not state.history or state.history[-1]["step"] != state.step:  # epoch end (or max_steps)
@@ -569,11 +638,35 @@ def train(
                     break
             if config.max_steps is not None and state.step >= config.max_steps:
                 break
-    _write_json(out / "metrics.json", state.metrics())
+    if ranks.is_main:
+        _write_json(out / "metrics.json", state.metrics())
+    _barrier(ranks)
     logger.info("Training stopped after %d steps (%s); best validation loss %.4f at step %d", state.step,
-                    "early stop" if state.stopped_early else "end of run", state.best_loss, state.best_step)
+                "early stop" if state.stopped_early else "end of run", state.best_loss, state.best_step)
     return TrainResult(out / "best", state.best_loss, state.step, state.stopped_early)
 
+
+def _agree(ranks: Ranks, *flags: bool) -> tuple[bool, ...]:
+    """Each flag, true on every rank if true on any: all ranks must stop at the same step."""
+    if not ranks.distributed:
+        return flags
+    values = torch.tensor([float(f) for f in flags])
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in values)
+
+
+def _mean_over_ranks(ranks: Ranks, loss: Tensor) -> float:
+    """The global batch's loss: the mean of the ranks' local losses (see cftclip_core.loss)."""
+    value = loss.detach().float().reshape(1)
+    if ranks.distributed:
+        dist.all_reduce(value)
+        value /= ranks.world_size
+    return float(value)
+
+
+def _barrier(ranks: Ranks) -> None:
+    if ranks.distributed:
+        dist.barrier()
 
 
 @dataclass

@@ -169,7 +169,7 @@ def test_eval_without_validation_rows_says_what_to_give(tmp_path: Path, capsys) 
     pd.DataFrame({"id": ["a", "b"], "split": ["test", "test"], "label": [1, 0],
                   "similarity": [0.3, 0.1]}).to_csv(path, index=False)
     assert main(["eval", "--scores", str(path), "--threshold", "val-median"]) == 2
-    assert f"no rows with split 'val' in {path}; give --val FILE, --val-split NAME, or a number as --threshold" in (
+    assert f"no rows with split 'val' in {path}; give validation scores (--val FILE or --val-split NAME), or a number" in (
         capsys.readouterr().err
     )
     assert main(["eval", "--scores", str(path), "--threshold", "0.2", "--bootstrap", "0"]) == 0

@@ -111,6 +111,11 @@ def test_bad_counterfactual_options_exit_2_with_a_message(
 
 
 # --- train ---------------------------------------------------------------------------------------------
+def step_records(run: Path) -> list[dict]:
+    """The per-step records of a run's log (validation records left out)."""
+    return [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
 def test_tiny_training_run_end_to_end_with_config_file_and_flag_override(
         synthetic, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     config = tmp_path / "config.json"
@@ -121,10 +126,10 @@ def test_tiny_training_run_end_to_end_with_config_file_and_flag_override(
     printed = capsys.readouterr().out
     assert f"best checkpoint: {out / 'best'}" in printed
     summary = json.loads(next(line for line in printed.splitlines() if line.startswith("{")))
-    assert summary["steps"] == 4 and not summary["interrupted"]
+    assert summary["steps"] == 4 and not summary["stopped_early"]
     saved = json.loads((out / "config.json").read_text())
     assert (saved["max_steps"], saved["loss"], saved["lr"], saved["seed"]) == (4, "cft", 0.001, 1)
-    assert len((out / "log.jsonl").read_text().splitlines()) == 4
+    assert [r["step"] for r in step_records(out)] == [1, 2, 3, 4]
     assert load_model(str(out / "best")).model.config.projection_dim > 0
 
 
@@ -172,17 +177,17 @@ def test_sigterm_saves_last_and_resume_continues_as_if_never_stopped(
     assert (run / "last" / "model.safetensors").is_file() and (run / "last" / "trainer_state.pt").is_file()
     stopped_at = json.loads((run / "metrics.json").read_text())["steps"]
     assert json.loads((run / "metrics.json").read_text())["interrupted"] is True
-    assert len((run / "log.jsonl").read_text().splitlines()) == stopped_at >= 1
+    assert len(step_records(run)) == stopped_at >= 1
 
     assert main(train_args(synthetic, tiny_model_dir, run, *common, "--resume",
                            "--max-steps", str(stopped_at + 2))) == 0
-    resumed = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    resumed = step_records(run)
     assert [r["step"] for r in resumed] == list(range(1, stopped_at + 3))
 
     # The same run without the interruption takes the same steps with the same losses.
     straight = tmp_path / "straight"
     assert main(train_args(synthetic, tiny_model_dir, straight, *common, "--max-steps", str(stopped_at + 2))) == 0
-    expected = [json.loads(line)["loss"] for line in (straight / "log.jsonl").read_text().splitlines()]
+    expected = [r["loss"] for r in step_records(straight)]
     assert [r["loss"] for r in resumed] == pytest.approx(expected, rel=1e-5)
 
 

@@ -155,8 +155,11 @@ def test_short_run_writes_logs_metrics_and_a_loadable_best_model(tiny_model_dir,
     result = train(config, train_table, val_table, tmp_path / "run", log=seen.append)
 
     out = tmp_path / "run"
-    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    lines = [r for r in records if "loss" in r]
     assert [r["step"] for r in lines] == list(range(1, 9)) and result.steps == 8
+    assert [r["step"] for r in records if "val_loss" in r] == [4, 6, 8]  # validations are logged too
+    assert lines[0]["total_steps"] == 8
     assert {"step", "epoch", "loss", "lr", "data_time", "step_time", "samples_per_s"} <= set(lines[0])
     assert lines[0]["lr"] == pytest.approx(1e-3) and lines[-1]["lr"] < lines[0]["lr"]  # cosine decay
     metrics = json.loads((out / "metrics.json").read_text())
