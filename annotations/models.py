@@ -1,5 +1,6 @@
-"""Database tables: media, datasets, items, model predictions (score sets), users, and what
-annotators say about items (leases, labels, the label event log, gold labels).
+"""Database tables: media, datasets, items, model predictions (score sets), users, what
+annotators say about items (leases, labels, the label event log, gold labels), and training
+experiments with their runs (the job table of ``train_jobs``).
 
 Every schema change goes through a new Alembic revision in ``annotations/migrations/versions``;
 the models here must always match the newest revision (a test compares them).
@@ -133,6 +134,8 @@ class ScoreSet(Base):
     n_items: Mapped[int] = mapped_column(Integer)
     n_truncated: Mapped[int] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(Text, default="")
+    # The training run whose checkpoint produced these scores (results import), if any.
+    train_run_id: Mapped[int | None] = mapped_column(ForeignKey("train_runs.id", ondelete="SET NULL"), index=True)
 
 
 class Score(Base):
@@ -273,3 +276,81 @@ class TriageDecision(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+EXPERIMENT_KINDS = ("train", "proof")  # the train command, or the synthetic proof (cftclip_core.proof)
+BACKENDS = ("local", "torchrun", "slurm")
+RUN_STATES = ("queued", "starting", "running", "succeeded", "failed", "cancelled", "lost")
+
+
+class Experiment(Base):
+    """One configuration run once per seed. ``config`` holds every setting except the seed."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # one of EXPERIMENT_KINDS
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    config_hash: Mapped[str] = mapped_column(String(64), index=True)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # command options outside the config
+    backend: Mapped[str] = mapped_column(String(20))  # one of BACKENDS
+    gpus_per_run: Mapped[int] = mapped_column(Integer, default=0)
+    train_dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
+    val_dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
+    eval_dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
+    folder: Mapped[str] = mapped_column(Text)  # under the instance folder: exported data and one folder per run
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TrainRun(Base):
+    """One job: a seed of an experiment, from the queue to its end (states in RUN_STATES).
+
+    The row is the source of truth; the process reports through files in ``run_dir`` (heartbeat,
+    exit status, metrics), which the reconciler copies here.
+    """
+
+    __tablename__ = "train_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")  # why it waits, failed or was lost, in words
+    command: Mapped[list[str]] = mapped_column(JSON, default=list)  # the job command, before any launcher
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the experiment's config plus the seed
+    config_hash: Mapped[str] = mapped_column(String(64))
+    backend: Mapped[str] = mapped_column(String(20))
+    n_gpus: Mapped[int] = mapped_column(Integer, default=0)
+    gpus: Mapped[list[int]] = mapped_column(JSON, default=list)  # indices given to it (local backends)
+    run_dir: Mapped[str] = mapped_column(Text)
+    log_path: Mapped[str] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)  # the launcher's process, leader of its process group
+    pid_started: Mapped[str | None] = mapped_column(String(64))  # that process's start time: detects pid reuse
+    slurm_job_id: Mapped[str | None] = mapped_column(String(64))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    phase: Mapped[str | None] = mapped_column(String(20))
+    step: Mapped[int | None] = mapped_column(Integer)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    samples_per_s: Mapped[float | None] = mapped_column(Float)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # handed to its backend
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its process began (Slurm: left the queue)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Provenance
+    label_snapshot: Mapped[str | None] = mapped_column(String(64))  # hash of the labels exported for the run
+    code_version: Mapped[str] = mapped_column(String(100), default="")
+    package_versions: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # Results, imported from the run folder when it ends
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # training summary (metrics.json)
+    eval_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # eval/metrics.json
+    checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    results_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    results_error: Mapped[str] = mapped_column(Text, default="")

@@ -29,6 +29,22 @@ def store_score_set(
     note: str = "",
 ) -> ScoreSet:
     """Save one model run: ``scores`` maps item id -> (similarity, text was truncated)."""
+    with write_session(factory) as session:
+        return add_score_set(session, dataset_id, model_name, fingerprint, text_field, scores, note=note)
+
+
+def add_score_set(
+    session: Session,
+    dataset_id: int,
+    model_name: str,
+    fingerprint: str,
+    text_field: str,
+    scores: Mapping[int, tuple[float, bool]],
+    *,
+    note: str = "",
+    train_run_id: int | None = None,
+) -> ScoreSet:
+    """``store_score_set`` inside the caller's write transaction (e.g. with a training run's results)."""
     check_text_field(text_field)
     if not scores:
         raise DataError("No scores to store: score at least one item of the dataset.")
@@ -38,34 +54,34 @@ def store_score_set(
             f"{len(bad)} similarity value(s) are not finite numbers (e.g. item id {bad[0]}); "
             "the model produced NaN or infinity. Check the model and its inputs, then score again."
         )
-    with write_session(factory) as session:
-        get_dataset(session, dataset_id)
-        known = set(session.scalars(select(Item.id).where(Item.dataset_id == dataset_id)))
-        foreign = [i for i in scores if i not in known]
-        if foreign:
-            raise DataError(
-                f"{len(foreign)} scored item id(s) (e.g. {foreign[0]}) are not items of dataset {dataset_id}; "
-                "score the items of the dataset you store the scores for."
-            )
-        score_set = ScoreSet(
-            dataset_id=dataset_id,
-            model_name=model_name,
-            model_fingerprint=fingerprint,
-            text_field=text_field,
-            created_at=utcnow(),
-            n_items=len(scores),
-            n_truncated=sum(bool(t) for _, t in scores.values()),
-            note=note,
+    get_dataset(session, dataset_id)
+    known = set(session.scalars(select(Item.id).where(Item.dataset_id == dataset_id)))
+    foreign = [i for i in scores if i not in known]
+    if foreign:
+        raise DataError(
+            f"{len(foreign)} scored item id(s) (e.g. {foreign[0]}) are not items of dataset {dataset_id}; "
+            "score the items of the dataset you store the scores for."
         )
-        session.add(score_set)
-        session.flush()
-        session.execute(
-            insert(Score),
-            [
-                {"score_set_id": score_set.id, "item_id": item_id, "similarity": float(sim), "truncated": bool(trunc)}
-                for item_id, (sim, trunc) in scores.items()
-            ],
-        )
+    score_set = ScoreSet(
+        dataset_id=dataset_id,
+        model_name=model_name,
+        model_fingerprint=fingerprint,
+        text_field=text_field,
+        created_at=utcnow(),
+        n_items=len(scores),
+        n_truncated=sum(bool(t) for _, t in scores.values()),
+        note=note,
+        train_run_id=train_run_id,
+    )
+    session.add(score_set)
+    session.flush()
+    session.execute(
+        insert(Score),
+        [
+            {"score_set_id": score_set.id, "item_id": item_id, "similarity": float(sim), "truncated": bool(trunc)}
+            for item_id, (sim, trunc) in scores.items()
+        ],
+    )
     return score_set
 
 

@@ -375,8 +375,7 @@ def run_train(args: argparse.Namespace) -> int:
     eval_table = read_table(args.eval) if args.eval is not None else None
     if eval_table is not None:
         check_evaluable(eval_table, str(args.eval))
-    beat = Heartbeat(args.out, enabled=ranks.is_main)
-    beat.beat(force=True)  # phase "loading": the watcher knows the process is alive before the model loads
+    beat = Heartbeat(args.out, enabled=ranks.is_main).start()  # alive while loading, training and evaluating
     stop_requested = threading.Event()
     handles_signal = threading.current_thread() is threading.main_thread()  # only there can Python set handlers
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.set()) if handles_signal else None

@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -499,10 +500,11 @@ def train(
     sampler = DistributedSampler(train_set, num_replicas=ranks.world_size, rank=ranks.rank, shuffle=True,
                                  seed=config.seed, drop_last=True)
     train_loader = DataLoader(train_set, batch_size=config.batch_size // ranks.world_size, sampler=sampler,
-                              drop_last=True, collate_fn=collate, num_workers=config.num_workers)
+                              drop_last=True, collate_fn=collate, num_workers=config.num_workers,
+                              worker_init_fn=_ignore_sigterm)
     val_batches = list(BatchSampler(SequentialSampler(val_set), config.batch_size, drop_last=False))
     val_loader = DataLoader(val_set, batch_sampler=val_batches[ranks.rank::ranks.world_size], collate_fn=collate,
-                            num_workers=config.num_workers)
+                            num_workers=config.num_workers, worker_init_fn=_ignore_sigterm)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.max_epochs
     if config.max_steps is not None:
@@ -644,6 +646,12 @@ def train(
     logger.info("Training stopped after %d steps (%s); best validation loss %.4f at step %d", state.step,
                 "early stop" if state.stopped_early else "end of run", state.best_loss, state.best_step)
     return TrainResult(out / "best", state.best_loss, state.step, state.stopped_early)
+
+
+def _ignore_sigterm(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM to the main process, which stops cleanly after its step (a job is
+    cancelled by signalling its whole process group)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _agree(ranks: Ranks, *flags: bool) -> tuple[bool, ...]:

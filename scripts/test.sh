@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need, then runs the whole suite.
 #   scripts/test.sh [pytest args...]
-# Uses ./.venv (created if missing). As root it also installs Debian's Chromium (browser tests) and
-# starts a PostgreSQL server on loopback so the database tests run on SQLite AND PostgreSQL.
-# CFTCLIP_SKIP_APT=1 skips both; CFTCLIP_TEST_DATABASE_URLS=url1,url2 names databases yourself.
+# Uses ./.venv (created if missing). As root it also installs Debian's Chromium (browser tests),
+# starts a PostgreSQL server on loopback so the database tests run on SQLite AND PostgreSQL, and
+# starts a one-node Slurm cluster for the job-launch tests (scripts/test-slurm.sh).
+# CFTCLIP_SKIP_APT=1 skips all three; CFTCLIP_TEST_DATABASE_URLS=url1,url2 names databases yourself,
+# SLURM_CONF=path names a running Slurm cluster yourself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +28,15 @@ if [ -z "${CFTCLIP_TEST_DATABASE_URLS:-}" ] && [ "${CFTCLIP_SKIP_APT:-0}" != "1"
     export CFTCLIP_TEST_DATABASE_URLS
   else
     echo "note: no PostgreSQL server for the tests (needs root and apt-get); database tests run on SQLite only" >&2
+  fi
+fi
+
+if [ -z "${SLURM_CONF:-}" ] && [ "${CFTCLIP_SKIP_APT:-0}" != "1" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    SLURM_CONF=$(scripts/test-slurm.sh)
+    export SLURM_CONF
+  else
+    echo "note: no Slurm cluster for the tests (needs root and apt-get); the Slurm job tests are skipped" >&2
   fi
 fi
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,38 @@ def test_full_disk_while_saving_best_leaves_the_previous_best_intact(
         train(config, read_table(data["train"]), read_table(data["val"]), tmp_path / "run")
     assert load_model(str(tmp_path / "run" / "best")).model is not None  # the first best, whole
     assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".best")]
+
+
+def test_heartbeat_keeps_beating_while_the_process_lives_and_stops_at_a_final_phase(tmp_path: Path) -> None:
+    from cftclip_core.heartbeat import Heartbeat
+
+    beat = Heartbeat(tmp_path, interval=0.05).start()
+    first = read_heartbeat(tmp_path)
+    assert first is not None and first["phase"] == "loading"
+    deadline = 0
+    while (read_heartbeat(tmp_path) or first)["time"] == first["time"] and deadline < 200:  # a long "load"
+        deadline += 1
+        threading.Event().wait(0.05)
+    assert read_heartbeat(tmp_path)["time"] > first["time"]
+    beat.beat(phase="done")
+    assert beat._stopped.is_set() and read_heartbeat(tmp_path)["phase"] == "done"
+
+
+def test_sigterm_to_the_whole_process_group_with_loader_workers_still_stops_cleanly(
+        data, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """How a job is cancelled: SIGTERM to its process group, DataLoader workers included."""
+    run = tmp_path / "run"
+    cmd = train_cmd(data, tiny_model_dir, run, "--max-steps", "100000", "--max-epochs", "1000", "--num-workers", "1")
+    proc = subprocess.Popen([sys.executable, "-m", "cftclip_core", *cmd],
+                            cwd=REPO, env=child_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().startswith("step 1 loss")  # type: ignore[union-attr]
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143
+    assert (run / "last" / "trainer_state.pt").is_file() and read_heartbeat(run)["phase"] == "stopped"

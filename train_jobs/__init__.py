@@ -1,0 +1,12 @@
+"""Training jobs: experiments (one config x seeds) as runs in the database, launched as separate
+processes (local, torchrun, Slurm), followed through heartbeat and exit files, and imported when done.
+
+The database row of a run is the source of truth; jobs never import the app. Pages use
+``train_jobs.api``. Modules: ``states`` (the state machine), ``experiments`` (create one from a
+validated config), ``jobqueue`` (GPU slots, launching), ``launchers`` + ``slurm`` (one interface,
+three backends), ``wrap`` (the process that runs a job and records its exit status), ``reconcile``
+(poll, cancel, lost runs), ``results`` (import a finished run), ``gpus`` (discovery), ``runfiles``
+(what a run folder holds), ``procs`` (process identity and signals), ``provenance``, ``settings``.
+
+This package imports nothing at load time, so the job wrapper (``python -m train_jobs.wrap``) starts fast.
+"""

@@ -1,0 +1,24 @@
+"""What the Train page (and any other caller) uses; everything else in ``train_jobs`` is internal.
+
+Typical page flow: ``poll`` on every refresh (it reconciles and launches), ``create_experiment`` /
+``create_proof_experiment`` from a form, ``list_experiments`` + ``experiment_runs`` for the tables,
+``log_tail`` for a run's log, ``cancel_run`` from a button, ``discover_gpus`` to show the machine.
+"""
+
+from train_jobs.experiments import (
+    DEFAULT_SEEDS, ExperimentError, ExperimentRequest, create_experiment, create_proof_experiment, experiment_runs,
+    list_experiments,
+)
+from train_jobs.gpus import GpuInventory, discover_gpus
+from train_jobs.reconcile import CancelResult, PollReport, cancel_run, default_launchers, poll
+from train_jobs.results import import_results, results_row
+from train_jobs.runfiles import log_tail
+from train_jobs.settings import JobSettings, SlurmSettings
+from train_jobs.states import ACTIVE, FINAL
+
+__all__ = [
+    "ACTIVE", "DEFAULT_SEEDS", "FINAL", "CancelResult", "ExperimentError", "ExperimentRequest", "GpuInventory",
+    "JobSettings", "PollReport", "SlurmSettings", "cancel_run", "create_experiment", "create_proof_experiment",
+    "default_launchers", "discover_gpus", "experiment_runs", "import_results", "list_experiments", "log_tail", "poll",
+    "results_row",
+]
