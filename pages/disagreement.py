@@ -1,0 +1,156 @@
+"""Disagreement: where the model and the humans part ways, who agrees with whom, and a triage queue in which a
+researcher records why each confident disagreement happened (feeding a hard-cases export)."""
+
+import streamlit as st
+
+from annotations import results
+from cftclip_core.errors import CftClipError
+from pages import charts
+from pages.common import escape_markdown, media_path, plain_text, require_role, show_error, studio
+
+CELL = "disagreement_cell"
+QUEUE_ROWS = 200
+ITEM_COLUMNS = {"external_id": "Id", "title": "Title", "prediction": "Model says", "reference": "Reference says",
+                "similarity": st.column_config.NumberColumn("Similarity", format="%.3f"),
+                "share_yes": st.column_config.NumberColumn("Share saying yes", format="%.2f")}
+
+user = require_role("researcher", "admin")
+app = studio()
+st.title("Disagreement")
+
+dataset = charts.pick_dataset("disagreement_dataset")
+top = st.columns(4)
+reference = charts.pick_reference("disagreement_reference", container=top[3])
+data = charts.results_data(dataset.id, reference)
+charts.require_scores(data)
+info = charts.pick_score_set(data, "disagreement_score_set", container=top[0])
+subset = top[1].selectbox("Items", data.subsets(), key="disagreement_subset")
+threshold = charts.pick_threshold(data, info.id, "disagreement_threshold", container=top[2])
+charts.warn_if_meaningless(info)
+if threshold.value is None:
+    st.warning(f"No threshold, so no prediction to compare: {threshold.note}.")
+    st.stop()
+frame = results.with_predictions(results.evaluated(data, info.id, subset), threshold.value)
+st.caption(f"Threshold {threshold.value:.3f} ({threshold.strategy}). " + charts.reference_caption(frame, reference))
+
+
+def link_to_article(item_id: int) -> None:
+    st.page_link("pages/home.py", label="Open this article on the Articles page", icon=":material/open_in_new:",
+                 query_params={"dataset": dataset.name, "item": str(item_id)})
+
+
+def pick_cell() -> None:
+    cell = charts.selected("disagreement_confusion", "cell", "cell")
+    if cell is not None:
+        st.session_state[CELL] = cell
+
+
+confusion_tab, annotators_tab, votes_tab, triage_tab = st.tabs(
+    ["Confusion matrix", "Annotators", "Similarity and votes", "Triage queue"])
+
+with confusion_tab:
+    cells = results.confusion_cells(frame)
+    if cells.empty:
+        st.info("No labelled item to compare with the model yet: annotate items on the Annotate page, settle gold on "
+                "the Review page, or compare with the imported file's label.")
+    else:
+        counts = results.confusion_counts(cells)
+        charts.show_chart(charts.confusion_chart(counts), counts, f"{dataset.name}-confusion", "disagreement_confusion",
+                          on_select=pick_cell, selection="cell")
+        cell = st.segmented_control("Items behind a cell", list(results.CELLS), key=CELL,
+                                    format_func=lambda c: f"{c}: {results.CELLS[c]}")
+        if cell is not None:
+            behind = cells[cells["cell"] == cell][["item_id", "external_id", "title", "similarity", "prediction",
+                                                   "reference", "reference_source", "n_votes", "share_yes"]]
+            st.dataframe(behind, hide_index=True, width="stretch", column_config={
+                **ITEM_COLUMNS, "item_id": None, "reference_source": "Reference from", "n_votes": "Votes"})
+            charts.csv_button(behind, f"{dataset.name}-{cell}", "disagreement_cell_items")
+
+with annotators_tab:
+    agreement = results.human_agreement(data, frame["item_id"]).merge(
+        results.model_agreement_with_annotators(data, frame), on="annotator", how="outer")
+    if agreement.empty:
+        st.info("No annotator has labelled these items yet: assign them on the Annotate page.")
+    else:
+        charts.show_chart(charts.annotator_chart(agreement), agreement, f"{dataset.name}-annotators",
+                          "disagreement_annotators")
+        st.dataframe(agreement, hide_index=True, width="stretch", column_config={
+            "annotator": "Annotator", "n_reference": "Items vs reference", "n_model": "Items vs model",
+            **{c: st.column_config.NumberColumn(c.replace("_", " ").capitalize(), format="%.3f")
+               for c in ("agreement_reference", "kappa_reference", "agreement_model", "kappa_model")}})
+        st.caption("Against gold from a majority vote, each annotator is compared with the majority of the others.")
+
+with votes_tab:
+    voted = frame[frame["n_votes"] > 0].copy()
+    if voted.empty:
+        st.info("No votes on these items yet: the share of annotators saying 'shows an actor' appears once they vote.")
+    else:
+        voted["reference_name"] = voted["reference"].map(results.label_name)
+        points = voted[["item_id", "external_id", "title", "similarity", "share_yes", "n_votes", "reference_name"]]
+        charts.show_chart(charts.points_chart(points, "similarity", "share_yes", threshold.value,
+                                              "Similarity against the annotators' votes", "Similarity",
+                                              "Share of annotators saying 'shows an actor'"),
+                          points, f"{dataset.name}-similarity-votes", "disagreement_votes", on_select="rerun",
+                          selection="item")
+        picked = charts.selected("disagreement_votes", "item", "item_id")
+        if picked is not None:
+            row = voted[voted["item_id"] == int(picked)].iloc[0]
+            plain_text(row["title"], weight=600)
+            link_to_article(int(picked))
+
+with triage_tab:
+    with app.sessions() as session:
+        decisions = results.triage_decisions(session, info.id)
+    queue = results.triage_queue(frame, threshold.value, decisions)
+    controls = st.columns(2)
+    margin = controls[0].number_input("At least this far from the threshold", 0.0, 2.0, 0.0, step=0.01,
+                                      format="%.3f", key="triage_margin")
+    undecided = controls[1].toggle("Only items without a verdict", key="triage_undecided")
+    queue = queue[queue["margin"] >= margin]
+    if undecided:
+        queue = queue[queue["verdict"].isna()]
+    if queue.empty:
+        st.success("No model/human disagreement left here.")
+    else:
+        st.caption(f"{len(queue)} disagreement(s), the most confident first (farthest from the threshold).")
+        st.dataframe(queue.head(QUEUE_ROWS)[["external_id", "title", "similarity", "margin", "prediction", "reference",
+                                             "share_yes", "verdict", "note"]],
+                     hide_index=True, width="stretch", column_config={
+                         **ITEM_COLUMNS, "margin": st.column_config.NumberColumn("Distance", format="%.3f"),
+                         "verdict": "Verdict", "note": "Note"})
+        charts.csv_button(queue.drop(columns=["media_sha256"]), f"{dataset.name}-triage-queue", "triage_queue")
+        names = dict(zip(queue["item_id"], queue["external_id"] + ": " + queue["title"].str.slice(0, 80)))
+        chosen = st.selectbox("Item to triage", list(names), format_func=names.get, key="triage_item")
+        row = queue[queue["item_id"] == chosen].iloc[0]
+        picture, text = st.columns([1, 2], gap="large")
+        image = media_path(row["media_sha256"])
+        if image.is_file():
+            picture.image(str(image), width="stretch")
+        with text:
+            plain_text(row["title"], size="1.15rem", weight=600)
+            plain_text(row["summary"])
+            st.caption(f"Similarity {row['similarity']:.3f} (threshold {threshold.value:.3f}): the model says "
+                       f"{row['prediction']}, the reference says {row['reference']} ({row['reference_source']}); "
+                       f"{row['n_votes']} vote(s), {row['n_yes']} saying yes.")
+            link_to_article(int(chosen))
+        with st.form(f"triage-{chosen}"):
+            current = row["verdict"] if isinstance(row["verdict"], str) else None
+            verdict = st.radio("Why do they disagree?", list(results.VERDICTS), format_func=results.VERDICTS.get,
+                               horizontal=True, index=list(results.VERDICTS).index(current) if current else None)
+            note = st.text_input("Note (optional)", value=row["note"] if isinstance(row["note"], str) else "")
+            if st.form_submit_button("Save verdict", type="primary"):
+                try:
+                    if verdict is None:
+                        raise results.ResultsError("Pick a verdict first: model wrong, humans wrong, ambiguous or "
+                                                   "broken image.")
+                    results.record_triage(app.sessions, int(chosen), info.id, verdict, note, user.id)
+                except CftClipError as exc:
+                    show_error(exc)
+                else:
+                    charts.clear_caches()
+                    st.toast(f"Verdict saved: {escape_markdown(results.VERDICTS[verdict])}.")
+                    st.rerun()
+    with app.sessions() as session:
+        hard = results.hard_cases(session, dataset.id)
+    st.caption(f"Hard cases: {len(hard)} triaged disagreement(s) in this dataset, over all its score sets.")
+    charts.csv_button(hard, f"{dataset.name}-hard-cases", "triage_hard_cases", "Download the hard cases (CSV)")

@@ -1,0 +1,98 @@
+"""Models: every score set of a dataset in one metrics table (like a paper's main table), and two of them
+side by side with a paired bootstrap over the items both scored."""
+
+import pandas as pd
+import streamlit as st
+
+from annotations import results
+from cftclip_core.errors import CftClipError
+from cftclip_core.metrics import METRIC_NAMES
+from pages import charts
+from pages.common import require_role, show_error
+
+N_BOOTSTRAP = 1000
+
+require_role("researcher", "admin")
+st.title("Models")
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing the metrics with bootstrap intervals...")
+def metrics_for(dataset_id: int, reference: str, version: tuple[object, ...], strategy: str, subset: str) -> pd.DataFrame:
+    del version  # part of the cache key only
+    return results.metrics_table(charts.results_data(dataset_id, reference), strategy, subset, N_BOOTSTRAP)
+
+
+@st.cache_data(max_entries=16, show_spinner="Resampling the items...")
+def comparison_for(dataset_id: int, reference: str, version: tuple[object, ...], a: int, b: int, strategy: str,
+                   metric: str, subset: str) -> results.Comparison:
+    del version
+    return results.compare_score_sets(charts.results_data(dataset_id, reference), a, b, strategy, metric, subset,
+                                      N_BOOTSTRAP)
+
+
+dataset = charts.pick_dataset("models_dataset")
+top = st.columns(3)
+reference = charts.pick_reference("models_reference", container=top[2])
+data = charts.results_data(dataset.id, reference)
+charts.require_scores(data)
+strategy = top[0].selectbox("Threshold", results.STRATEGIES, key="models_strategy",
+                            help="Each score set gets its own threshold by this strategy (score scales differ).")
+subset = top[1].selectbox("Evaluate on", data.subsets(), key="models_subset")
+version = charts.version_of(dataset.id)
+table = metrics_for(dataset.id, reference, version, strategy, subset)
+
+st.subheader("All score sets")
+if (table["n_evaluated"] == 0).all():
+    st.info("No labelled item to evaluate yet: annotate on the Annotate page, settle gold on the Review page, or "
+            "compare with the imported file's label if it has one.")
+if any(info.meaningless for info in data.score_sets):
+    st.warning("Rows marked 'tiny model: meaningless' come from the tiny offline model with random weights.",
+               icon=":material/warning:")
+st.dataframe(table.drop(columns=["score_set_id"]), hide_index=True, width="stretch", key="models_table",
+             column_config={"score_set": "Score set", "model": "Model", "text_field": "Text",
+                            "n_evaluated": "Items", "note": "Note",
+                            **{c: st.column_config.NumberColumn(c.replace("_", " "), format="%.3f")
+                               for c in ("threshold", *METRIC_NAMES, "f1_low", "f1_high")}})
+charts.csv_button(table, f"{dataset.name}-models", "models_table")
+drawn = table.dropna(subset=["f1"])
+if not drawn.empty:
+    charts.show_chart(charts.metrics_chart(drawn), drawn, f"{dataset.name}-models-f1", "models_f1")
+
+st.subheader("Two score sets side by side")
+if len(data.score_sets) < 2:
+    st.info("Score the dataset with a second model (Articles page) to compare two side by side.")
+    st.stop()
+cols = st.columns(3)
+a = charts.pick_score_set(data, "models_a", "A", 0, container=cols[0])
+b = charts.pick_score_set(data, "models_b", "B", 1, container=cols[1])
+metric = cols[2].selectbox("Metric", METRIC_NAMES, key="models_metric")
+try:
+    comparison = comparison_for(dataset.id, reference, version, a.id, b.id, strategy, metric, subset)
+except CftClipError as exc:
+    show_error(exc)
+    st.stop()
+result = comparison.result
+cols = st.columns(4)
+cols[0].metric(f"{metric} of A", charts.number(result.value_a))
+cols[1].metric(f"{metric} of B", charts.number(result.value_b))
+cols[2].metric("A - B", charts.number(result.difference),
+               help=f"{result.confidence:.0%} interval over {result.n_resamples} paired resamples of the items")
+cols[3].metric("p-value (two-sided)", charts.number(result.p_value))
+st.caption(f"On the {comparison.n_items} labelled items both scored; {result.confidence:.0%} interval of A - B: "
+           f"[{charts.number(result.ci_low)}, {charts.number(result.ci_high)}]. Thresholds: A "
+           f"{charts.number(comparison.threshold_a)}, B {charts.number(comparison.threshold_b)} ({strategy}).")
+summary = pd.DataFrame([{"metric": metric, "a": a.name, "b": b.name, "value_a": result.value_a,
+                         "value_b": result.value_b, "difference": result.difference, "ci_low": result.ci_low,
+                         "ci_high": result.ci_high, "p_value": result.p_value, "n_items": comparison.n_items,
+                         "n_resamples": result.n_resamples, "threshold_a": comparison.threshold_a,
+                         "threshold_b": comparison.threshold_b}])
+charts.csv_button(summary, f"{dataset.name}-comparison", "models_comparison", "Download this comparison (CSV)")
+left, right = st.columns(2)
+with left:
+    charts.show_chart(charts.difference_chart(comparison.differences, result.difference), comparison.differences,
+                      f"{dataset.name}-bootstrap", "models_bootstrap")
+with right:
+    points = comparison.points.assign(reference_name=comparison.points["reference"].astype(str))
+    charts.show_chart(charts.points_chart(points, "similarity_a", "similarity_b", None, "Similarity of each item",
+                                          f"A: {a.name}", f"B: {b.name}"),
+                      points, f"{dataset.name}-a-vs-b", "models_points")

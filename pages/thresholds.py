@@ -1,0 +1,103 @@
+"""Thresholds: for one score set, how the threshold trades precision for recall, where each strategy puts it,
+and how the model's agreement with the reference compares with the annotators' own (the human ceiling)."""
+
+import pandas as pd
+import streamlit as st
+
+from annotations import results
+from cftclip_core.metrics import compute_metrics
+from pages import charts
+from pages.common import require_role
+
+require_role("researcher", "admin")
+st.title("Thresholds")
+
+dataset = charts.pick_dataset("thresholds_dataset")
+top = st.columns(3)
+reference = charts.pick_reference("thresholds_reference", container=top[2])
+data = charts.results_data(dataset.id, reference)
+charts.require_scores(data)
+info = charts.pick_score_set(data, "thresholds_score_set", container=top[0])
+subset = top[1].selectbox("Evaluate on", data.subsets(), key="thresholds_subset",
+                          help="Thresholds are tuned on the 'val' split; evaluating on it too would flatter them.")
+charts.warn_if_meaningless(info)
+
+frame = results.evaluated(data, info.id, subset)
+strategies = {name: results.choose_threshold(data, info.id, name) for name in results.STRATEGIES}
+scored = data.items[info.column].dropna()
+low, high = round(float(scored.min()), 3) - 0.001, round(float(scored.max()), 3) + 0.001
+start = strategies["val-median"].value
+mine = st.slider("Your threshold", low, high, value=start if start is not None else (low + high) / 2, step=0.001,
+                 format="%.3f", key=f"thresholds_slider_{info.id}")  # one per score set: their scales differ
+thresholds = {name: choice.value for name, choice in strategies.items() if choice.value is not None}
+thresholds[charts.OWN_THRESHOLD] = float(mine)
+for name, choice in strategies.items():
+    if choice.note:
+        st.caption(f"{name}: {choice.note}.")
+
+scores, labels = results.labelled(frame)
+st.caption(charts.reference_caption(frame, reference))
+if labels.size == 0:
+    st.info("No labels yet for these items: annotate them on the Annotate page, settle gold labels on the Review "
+            "page, or compare with the imported file's label if it has one. Meanwhile, the scores alone:")
+elif labels.min() == labels.max():
+    st.warning(f"All {labels.size} labelled items are {labels[0]}: precision, recall, ROC and kappa need both classes. "
+               "Label items of the other class (or pick another subset), then come back. Meanwhile, the scores alone:")
+if labels.size == 0 or labels.min() == labels.max():
+    hist = results.similarity_histogram(frame)
+    charts.show_chart(charts.histogram_chart(hist, thresholds), hist, f"{dataset.name}-similarity", "thresholds_hist")
+    st.stop()
+
+table = results.metrics_at(scores, labels, thresholds)
+at_mine = table.iloc[-1]
+overall = compute_metrics(scores, labels, float(mine))
+cols = st.columns(6)
+cols[0].metric("F1 at your threshold", charts.number(at_mine["f1"]))
+cols[1].metric("Precision", charts.number(at_mine["precision"]))
+cols[2].metric("Recall", charts.number(at_mine["recall"]))
+cols[3].metric("Kappa with the reference", charts.number(at_mine["kappa"]))
+cols[4].metric("ROC-AUC", charts.number(overall.roc_auc), help="Does not depend on the threshold.")
+cols[5].metric("Average precision", charts.number(overall.average_precision), help="Does not depend on the threshold.")
+st.caption(f"{labels.size} labelled items evaluated ({int(labels.sum())} are 1).")
+st.dataframe(table, hide_index=True, width="stretch", key="thresholds_table", column_config={
+    "threshold_name": "Threshold", **{c: st.column_config.NumberColumn(c.replace("_", " ").capitalize(), format="%.3f")
+                                      for c in ("threshold", "f1", "macro_f1", "precision", "recall", "accuracy",
+                                                "kappa")}})
+charts.csv_button(table, f"{dataset.name}-threshold-metrics", "thresholds_table")
+
+curves = results.threshold_curves(scores, labels)
+marks = table.assign(tpr=table["tp"] / (table["tp"] + table["fn"]), fpr=table["fp"] / (table["fp"] + table["tn"]))
+left, right = st.columns(2)
+with left:
+    hist = results.similarity_histogram(frame)
+    charts.show_chart(charts.histogram_chart(hist, thresholds), hist, f"{dataset.name}-similarity", "thresholds_hist")
+    charts.show_chart(charts.curve_chart(curves, marks, "fpr", "tpr", "ROC curve"), curves, f"{dataset.name}-roc",
+                      "thresholds_roc")
+with right:
+    charts.show_chart(charts.sweep_chart(curves, thresholds), curves, f"{dataset.name}-sweep", "thresholds_sweep")
+    pr = curves[curves["tp"] + curves["fp"] > 0]  # precision is undefined where nothing is predicted 1
+    charts.show_chart(charts.curve_chart(pr, marks, "recall", "precision", "Precision-recall curve"), pr,
+                      f"{dataset.name}-pr", "thresholds_pr")
+
+st.subheader("Human ceiling")
+humans = results.human_agreement(data, frame["item_id"])
+if humans.empty:
+    st.info("No annotator's vote can be compared with the reference yet: the human ceiling needs votes on these "
+            "items (with gold from a majority, at least two other annotators per item).")
+ceiling = results.human_ceiling(humans)
+lines = pd.DataFrame({"who": [f"annotator {name}" for name in humans["annotator"]], "kappa": humans["kappa_reference"]})
+if not pd.isna(ceiling):
+    lines = pd.concat([lines, pd.DataFrame({"who": ["mean of the annotators"], "kappa": [ceiling]})], ignore_index=True)
+charts.show_chart(charts.agreement_chart(curves, lines.dropna(), thresholds), curves[["threshold", "kappa", "accuracy"]],
+                  f"{dataset.name}-agreement", "thresholds_agreement")
+best = curves.loc[curves["kappa"].idxmax()] if curves["kappa"].notna().any() else None
+st.caption(f"Mean annotator kappa with the reference: {charts.number(ceiling)}; the model's best: "
+           f"{charts.number(best['kappa'] if best is not None else None)}"
+           + (f" at threshold {best['threshold']:.3f}." if best is not None else ".")
+           + " Annotators are compared on the items they labelled; where gold is a majority vote, with the majority "
+           "of the other annotators, so that nobody agrees with their own vote.")
+st.dataframe(humans, hide_index=True, width="stretch", column_config={
+    "annotator": "Annotator", "n_reference": "Items compared",
+    "agreement_reference": st.column_config.NumberColumn("Agreement", format="%.3f"),
+    "kappa_reference": st.column_config.NumberColumn("Cohen's kappa", format="%.3f")})
+charts.csv_button(humans, f"{dataset.name}-human-ceiling", "thresholds_humans")
