@@ -283,3 +283,19 @@ def difference_chart(hist: pd.DataFrame, observed: float) -> alt.LayerChart:
     rules = alt.Chart(pd.DataFrame({"at": [0.0, observed], "what": ["no difference", "observed"]})).mark_rule(
         size=2).encode(x="at:Q", strokeDash=alt.StrokeDash("what:N", title=""), tooltip=["what:N", "at:Q"])
     return alt.layer(bars, rules).properties(title="Paired bootstrap over items", height=240)
+
+
+def seeds_chart(per_seed: pd.DataFrame, summary: pd.DataFrame, metric: str) -> alt.LayerChart:
+    """Each seed as a dot, the mean as a tick and the 95% t-interval as a bar, per experiment."""
+    dots = alt.Chart(per_seed).mark_circle(size=70, opacity=0.7).encode(
+        x=alt.X(f"{metric}:Q", title=metric.replace("_", " "), scale=alt.Scale(zero=False)),
+        y=alt.Y("experiment:N", title="", sort=None),
+        tooltip=["experiment:N", "seed:O", alt.Tooltip(f"{metric}:Q", format=".3f")])
+    interval = alt.Chart(summary).mark_rule(size=2).encode(x="ci_low:Q", x2="ci_high:Q",
+                                                           y=alt.Y("experiment:N", sort=None))
+    mean = alt.Chart(summary).mark_tick(thickness=3, size=22, color="black").encode(
+        x="mean:Q", y=alt.Y("experiment:N", sort=None),
+        tooltip=["experiment:N", "n:Q", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("std:Q", format=".3f"),
+                 alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f")])
+    return alt.layer(interval, dots, mean).properties(title=f"{metric} per seed: dots, mean and 95% t-interval",
+                                                      height=alt.Step(36))

@@ -29,6 +29,11 @@ def report(f1: float) -> dict:
 
 @pytest.fixture
 def experiments(factory, instance, tmp_path: Path) -> dict[str, int]:  # noqa: ANN001
+    return make_experiments(factory, instance, tmp_path)
+
+
+def make_experiments(factory, instance, tmp_path: Path) -> dict[str, int]:  # noqa: ANN001
+    """Two experiments of five seeds with imported metrics (model-b's seed 4 still running): name -> id."""
     csv = generate_dataset(tmp_path / "syn", 24, WorldConfig(image_size=64), seed=0)
     dataset = import_dataset(factory, instance, read_table(csv), "syn").id
     ids = {}
