@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 from sqlalchemy.orm import Session, sessionmaker
 
 from annotations.db import make_engine, session_factory, upgrade
@@ -31,8 +33,40 @@ class Studio:
     sessions: sessionmaker[Session]
 
 
-@st.cache_resource(show_spinner="Preparing the studio (first start: database and demo dataset)...")
+ENTERED_THROUGH_APP = "_entered_through_app"  # session-state flag set by app.py on every run
+
+
+def enter_through_app() -> None:
+    """Called first by app.py: this session's runs go through the entry point."""
+    st.session_state[ENTERED_THROUGH_APP] = True
+
+
+def require_app_entry() -> None:
+    """Rerun through app.py when a page was started without it.
+
+    On the first run after a server start Streamlit still treats ``pages/`` as an old-style page folder:
+    a link such as ``/train`` runs ``pages/train.py`` directly, without app.py's navigation and start-up
+    checks. That happens once per server process; a rerun then goes through app.py and its
+    ``st.navigation``, which opens the same page properly. (A page run on its own as the main script,
+    as in tests, is left alone.) Streamlit leaves that mode only when ``st.navigation`` is called, which
+    the folder mode itself does not do, so the flag is switched off here as ``st.navigation`` would.
+    """
+    ctx = get_script_run_ctx()
+    started_from_app = ctx is not None and Path(ctx.main_script_path).name == "app.py"
+    if started_from_app and not st.session_state.get(ENTERED_THROUGH_APP):
+        # What st.navigation itself does on its first call (Streamlit 1.67): leave the folder mode for good.
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def studio() -> Studio:
+    """The instance folder and database (every page reaches them through here)."""
+    require_app_entry()
+    return _open_studio()
+
+
+@st.cache_resource(show_spinner="Preparing the studio (first start: database and demo dataset)...")
+def _open_studio() -> Studio:
     """The instance folder and database, created and upgraded once per server process."""
     settings = Settings.from_env().ensure()
     upgrade(settings.database_url)
@@ -78,6 +112,7 @@ def thumbnail_uri(path: str) -> str:
 
 def current_user() -> User | None:
     """The signed-in user of this browser tab, or None."""
+    require_app_entry()
     token = st.session_state.get(SESSION_PARAM) or st.query_params.get(SESSION_PARAM)
     if not token:
         return None

@@ -6,7 +6,8 @@ The database row of a run is the source of truth; jobs never import the app. Pag
 validated config), ``jobqueue`` (GPU slots, launching), ``launchers`` + ``slurm`` (one interface,
 three backends), ``wrap`` (the process that runs a job and records its exit status), ``reconcile``
 (poll, cancel, lost runs), ``results`` (import a finished run), ``gpus`` (discovery), ``runfiles``
-(what a run folder holds), ``procs`` (process identity and signals), ``provenance``, ``settings``.
+(what a run folder holds), ``procs`` (process identity and signals), ``provenance``, ``settings``,
+``views`` (what the Train page shows: summaries, curves, ETA) and ``demo`` (the one-click synthetic proof).
 
 This package imports nothing at load time, so the job wrapper (``python -m train_jobs.wrap``) starts fast.
 """

@@ -2,9 +2,11 @@
 
 Typical page flow: ``poll`` on every refresh (it reconciles and launches), ``create_experiment`` /
 ``create_proof_experiment`` from a form, ``list_experiments`` + ``experiment_runs`` for the tables,
-``log_tail`` for a run's log, ``cancel_run`` from a button, ``discover_gpus`` to show the machine.
+``log_tail`` for a run's log, ``cancel_run`` from a button, ``discover_gpus`` to show the machine,
+``create_proof_demo`` for the one-click demo. ``train_jobs.views`` computes what the page draws.
 """
 
+from train_jobs.demo import create_proof_demo
 from train_jobs.experiments import (
     DEFAULT_SEEDS, ExperimentError, ExperimentRequest, create_experiment, create_proof_experiment, experiment_runs,
     list_experiments,
@@ -18,7 +20,7 @@ from train_jobs.states import ACTIVE, FINAL
 
 __all__ = [
     "ACTIVE", "DEFAULT_SEEDS", "FINAL", "CancelResult", "ExperimentError", "ExperimentRequest", "GpuInventory",
-    "JobSettings", "PollReport", "SlurmSettings", "cancel_run", "create_experiment", "create_proof_experiment",
-    "default_launchers", "discover_gpus", "experiment_runs", "import_results", "list_experiments", "log_tail", "poll",
-    "results_row",
+    "JobSettings", "PollReport", "SlurmSettings", "cancel_run", "create_experiment", "create_proof_demo",
+    "create_proof_experiment", "default_launchers", "discover_gpus", "experiment_runs", "import_results",
+    "list_experiments", "log_tail", "poll", "results_row",
 ]
