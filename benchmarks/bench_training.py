@@ -55,6 +55,11 @@ SETTINGS = {  # model: (global batch, frozen text layers, warm-up steps, timed s
 
 
 def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not carry the parent's
+    high-water mark across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

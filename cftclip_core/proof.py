@@ -66,7 +66,6 @@ Each run process uses one CPU thread; results depend only on the settings and se
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -81,7 +80,7 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +89,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from filelock import FileLock, Timeout
+from filelock import FileLock
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from cftclip_core import metrics
@@ -110,7 +109,6 @@ logger = logging.getLogger(__name__)
 PROOF_VERSION = 1  # bump when rendering, the model or stage 0 change, so old cache entries are not reused
 DATA_SEED = 0  # one render per world, shared by every seed (seeds vary initialisation and batch order)
 CONTEXT_NEGATIVE_SEED = 0  # which other context each test image gets in the context AUC
-HEARTBEAT_SECONDS = 5.0  # heartbeat interval, and how often a run waiting for a cache lock says it lives
 
 
 @dataclass(frozen=True)
@@ -244,35 +242,22 @@ def _key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-@contextlib.contextmanager
-def _locked(target: Path, beat: Heartbeat | None = None) -> Iterator[None]:
-    """Hold ``target``'s file lock; while another process holds it, keep ``beat`` alive."""
+def _locked(target: Path) -> FileLock:
+    """The lock of a cache entry: one process builds it, the others wait and then reuse it."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(target.with_name(target.name + ".lock")))
-    while True:
-        try:
-            lock.acquire(timeout=HEARTBEAT_SECONDS)
-            break
-        except Timeout:
-            logger.info("Waiting for another run to finish %s", target.name)
-            if beat is not None:
-                beat.beat(force=True)
-    try:
-        yield
-    finally:
-        lock.release()
+    return FileLock(str(target.with_name(target.name + ".lock")))
 
 
 def world_config(world: str, settings: ProofSettings) -> WorldConfig:
     return dataclasses.replace(WORLDS[world].config, image_size=settings.image_size)
 
 
-def prepare_world(cache: Path, world: str, settings: ProofSettings, beat: Heartbeat | None = None) -> Path:
+def prepare_world(cache: Path, world: str, settings: ProofSettings) -> Path:
     """Render ``world`` once into the cache (pairs: each image with its positive and negative caption)."""
     config = world_config(world, settings)
     counts = (settings.train_items, settings.val_items, settings.test_items)
     target = cache / f"world-{world}-{_key({'version': PROOF_VERSION, 'world': dataclasses.asdict(config), 'items': counts})}"
-    with _locked(target, beat):
+    with _locked(target):
         if not (target / "data.csv").is_file():
             partial = target.with_name(target.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
@@ -373,7 +358,7 @@ def ensure_stage0(cache: Path, world: str, data: WorldData, settings: ProofSetti
     payload = {"version": PROOF_VERSION, "data": data.rows.base_dir.name, "seed": seed,
                **{name: getattr(settings, name) for name in fields}}
     target = cache / f"stage0-{world}-seed{seed}-{_key(payload)}"
-    with _locked(target, beat):
+    with _locked(target):
         if (target / "config.json").is_file():
             return target
         work = target.with_name(target.name + ".partial")
@@ -418,14 +403,12 @@ def _other_context_caption(text: str, record: Record, other: Context) -> str:
     return swapped
 
 
-def evaluate_model(loaded: LoadedModel, data: WorldData, settings: ProofSettings, cache: Path,
-                   beat: Heartbeat | None = None) -> Evaluation:
+def evaluate_model(loaded: LoadedModel, data: WorldData, settings: ProofSettings, cache: Path) -> Evaluation:
     """Score the validation and test pairs, tune the threshold on validation, and measure the test set;
     then the 16-way name choice and the context AUC on the test images."""
     field_name = settings.text_field
     scoring = {"pixel_cache": PixelCache(cache / "pixels", loaded.preprocess),
-               "options": ScoreOptions(batch_size=256, precision="fp32", decode_workers=1),
-               "progress": None if beat is None else (lambda stage, done, total: beat.beat())}
+               "options": ScoreOptions(batch_size=256, precision="fp32", decode_workers=1)}
     scores, _ = score_table(loaded, data.pairs("val", "test"), field_name, **scoring)
     report = evaluate_scores(scores, "f1-optimal", test_split="test", n_bootstrap=1000, source="eval/scores.csv")
 
@@ -483,12 +466,11 @@ def run_one(world: str, arm: str, seed: int, run_dir: Path, cache: Path, setting
     write_json(run_dir / "proof.json", {"world": world, "world_description": WORLDS[world].description,
                                         "arm": arm, "loss": loss, "seed": seed,
                                         "settings": dataclasses.asdict(settings), "cache": str(cache)})
-    beat = Heartbeat(run_dir, interval=HEARTBEAT_SECONDS)
-    beat.beat(force=True)
+    beat = Heartbeat(run_dir).start()  # rewritten every few seconds until done, stopped or failed
     seconds: dict[str, float] = {}
     try:
         started = time.perf_counter()
-        data = WorldData.load(prepare_world(cache, world, settings, beat))
+        data = WorldData.load(prepare_world(cache, world, settings))
         seconds["data"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -511,7 +493,7 @@ def run_one(world: str, arm: str, seed: int, run_dir: Path, cache: Path, setting
 
         beat.beat(phase="evaluating")
         started = time.perf_counter()
-        evaluation = evaluate_model(loaded, data, settings, cache, beat)
+        evaluation = evaluate_model(loaded, data, settings, cache)
         seconds["eval"] = time.perf_counter() - started
         (run_dir / "eval").mkdir(exist_ok=True)
         evaluation.scores.to_csv(run_dir / "eval" / "scores.csv", index=False)
