@@ -8,6 +8,7 @@ reports the metrics of DESIGN.md on the others.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,15 @@ def evaluate_scores(
 
 
 def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically (a temporary file renamed over the target): a reader, such as the jobs'
+    reconciler, never sees half a file, and a full disk leaves the previous file in place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_evaluable(table: Table, source: str) -> None:

@@ -34,6 +34,7 @@ from transformers import CLIPImageProcessorPil, CLIPModel
 from cftclip_core.counterfactuals import EntitySwapInfiller, KnownNamesTagger, generate_counterfactuals
 from cftclip_core.distributed import Ranks, device_for, init_process_group, ranks_from_environment
 from cftclip_core.errors import ConfigError, DataError, TrainingError
+from cftclip_core.evaluation import write_json
 from cftclip_core.heartbeat import Heartbeat
 from cftclip_core.formats import Record, Table, check_text_field
 from cftclip_core.images import PixelCache, load_image, normalize, sha256_file
@@ -418,12 +419,6 @@ def save_model(loaded: LoadedModel, target: Path) -> Path:
     return target
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 # --- the loop ------------------------------------------------------------------------------------------
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -519,7 +514,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s, total_steps))
 
     if ranks.is_main:
-        _write_json(out / "config.json", {
+        write_json(out / "config.json", {
             **dataclasses.asdict(config), "resolved_precision": precision, "device": str(device),
             "processes": ranks.world_size, "launcher": ranks.launcher, "gradient_checkpointing": checkpointing,
             "trainable_parameters": report.trainable, "frozen_modules": list(report.frozen_modules),
@@ -563,7 +558,7 @@ def train(
             emit(record)
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
-            _write_json(out / "metrics.json", state.metrics())
+            write_json(out / "metrics.json", state.metrics())
         logger.info("step %d: validation loss %.4f%s", step, value, " (best)" if improved else "")
         return state.bad >= config.patience
 
@@ -579,7 +574,7 @@ def train(
             tmp = target / f".{TRAINER_STATE}.tmp"
             torch.save(payload, tmp)
             os.replace(tmp, target / TRAINER_STATE)
-            _write_json(out / "metrics.json", {**state.metrics(), "interrupted": True})
+            write_json(out / "metrics.json", {**state.metrics(), "interrupted": True})
         _barrier(ranks)
         return target
 
@@ -641,7 +636,7 @@ def train(
             if config.max_steps is not None and state.step >= config.max_steps:
                 break
     if ranks.is_main:
-        _write_json(out / "metrics.json", state.metrics())
+        write_json(out / "metrics.json", state.metrics())
     _barrier(ranks)
     logger.info("Training stopped after %d steps (%s); best validation loss %.4f at step %d", state.step,
                 "early stop" if state.stopped_early else "end of run", state.best_loss, state.best_step)
