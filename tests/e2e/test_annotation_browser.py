@@ -11,11 +11,11 @@ same keys) are still on the page: it must never change the previous item.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from annotate_tab import AnnotateTab
 from playwright.sync_api import Locator, Page, expect
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,7 +37,6 @@ SAID = {1: "yes, shows an actor", 0: "no actor", None: "skipped"}
 KEYS = {1: "y", 0: "n", None: "s"}
 # What the model "said" about item number i (distinctive 3-decimal values, none of them in the demo texts).
 SIMILARITIES = [round(0.7013 + 0.0071 * i, 4) for i in range(N_ITEMS)]
-SETTLE_S = 0.5  # the buttons' keyboard shortcuts are bound a moment after the card is painted
 
 
 @pytest.fixture
@@ -69,13 +68,12 @@ def labels_of(factory: sessionmaker[Session], username: str) -> dict[str, tuple[
     return {external_id: (value, bool(flagged)) for external_id, value, flagged in rows}
 
 
-class Annotator:
+class Annotator(AnnotateTab):
     """One annotator's browser tab on the Annotate page, and what they have done there."""
 
     def __init__(self, page: Page, username: str, items: dict[str, tuple[int, str]]) -> None:
-        self.page = page
+        super().__init__(page, items)
         self.username = username
-        self.items = items  # card title -> (item id, external id)
         self.labelled = 0
         self.skipped = 0
         self.team = 0  # in these tests nobody else votes while this annotator does
@@ -84,26 +82,6 @@ class Annotator:
     @property
     def progress(self) -> Locator:
         return self.page.get_by_test_id("stProgress")
-
-    @property
-    def confirmation(self) -> Locator:
-        return self.page.get_by_test_id("stCaptionContainer").filter(has_text=re.compile(r"^(Saved|Undone|Nothing saved)"))
-
-    def title(self) -> str:
-        return self.page.get_by_test_id("stHtml").first.inner_text().strip()
-
-    def wait_for_card(self) -> None:
-        """Until the card is fully drawn, then a moment for its shortcuts to be bound."""
-        self.card()
-        self.page.wait_for_timeout(SETTLE_S * 1000)
-
-    def card(self) -> str:
-        """The external id of the item on the card, once the whole card is drawn: while Streamlit redraws,
-        elements of the previous run stay on the page marked stale, the previous card's buttons included."""
-        expect(self.page.locator("[data-stale=true]")).to_have_count(0)
-        item_id, external_id = self.items[self.title()]
-        expect(self.page.locator(f".st-key-y-{item_id}")).to_be_visible()  # the buttons are this card's
-        return external_id
 
     def expect_progress(self) -> None:
         expect(self.progress).to_have_text(
@@ -117,26 +95,9 @@ class Annotator:
         self.skipped += value is None
         self.voted.append(external_id)
 
-    def confirmed(self, external_id: str, value: int | None) -> None:
-        expect(self.confirmation).to_have_text(f"Saved {external_id}: {SAID[value]}. Press U to undo.")
-        self.count(external_id, value)
-        self.expect_progress()
-
     def vote(self, value: int | None) -> str:
         """Press Y, N or S and wait until the page confirms the vote; returns the item's external id."""
-        external_id = self.card()
-        saved = f"Saved {external_id}: {SAID[value]}. Press U to undo."
-        for attempt in range(3):
-            self.page.keyboard.press(KEYS[value])
-            try:
-                expect(self.confirmation).to_have_text(saved, timeout=8_000)
-                break
-            except AssertionError:
-                # Streamlit can lose a key pressed while it re-binds shortcuts after a redraw (a known
-                # limitation). Pressing again is what an annotator does, and it is safe: a press on the
-                # same card carries the same request id, and one meant for a card already gone is dropped.
-                if attempt == 2 or self.card() != external_id:
-                    raise
+        external_id = self.press_vote(KEYS[value], SAID[value])
         self.count(external_id, value)
         self.expect_progress()
         return external_id
@@ -146,7 +107,7 @@ class Annotator:
         does, before Streamlit has redrawn the buttons under it. That key must not reach the previous
         item: it may count for the card on screen, or be refused or lost (then it is pressed again).
         Returns the two items' external ids."""
-        external_id = self.card()
+        external_id = self.settled_card()  # the first key must not be lost: the test waits for its redraw
         self.page.keyboard.press(KEYS[first])
         new_title = self.page.wait_for_function(  # checked every animation frame; expect() polls 100 ms+ apart
             "old => { const t = document.querySelector('[data-testid=stHtml]');"
@@ -177,7 +138,7 @@ class Annotator:
     def undo(self) -> str:
         """Press U; the undone item comes back on the card. Returns its external id."""
         undone = self.voted.pop()
-        self.card()
+        self.settled_card()  # pressed once only: a second U would undo the vote before
         self.page.keyboard.press("u")
         expect(self.confirmation).to_have_text("Undone: that item is back for you.")
         self.labelled -= 1
@@ -187,7 +148,7 @@ class Annotator:
         return undone
 
     def flag(self) -> None:
-        self.card()
+        self.settled_card()
         self.page.keyboard.press("f")
         expect(self.page.get_by_test_id("stAlert").filter(has_text="Flagged for review")).to_be_visible()
 
@@ -214,7 +175,7 @@ def test_two_annotators_label_with_the_keyboard_and_a_researcher_sees_the_agreem
     sign_in(alice_page, streamlit_server, "alice", PASSWORD)
     expect(alice_page.get_by_role("heading", level=1)).to_have_text("Annotate")
     alice = Annotator(alice_page, "alice", items)
-    alice.wait_for_card()
+    alice.settled_card()
     alice.expect_progress()
     screenshot(alice_page, "annotate-card")
     alice.vote(1)
@@ -244,7 +205,7 @@ def test_two_annotators_label_with_the_keyboard_and_a_researcher_sees_the_agreem
     sign_in(bruno_page, streamlit_server, "bruno", PASSWORD)
     bruno = Annotator(bruno_page, "bruno", items)
     bruno.team = alice.labelled
-    bruno.wait_for_card()
+    bruno.settled_card()
     bruno.expect_progress()
     bruno_votes = dict(zip(first_items, [1, 1, 0, 1, 0, 0]))
     for value in bruno_votes.values():

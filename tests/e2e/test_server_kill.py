@@ -16,7 +16,6 @@ ones, each label with exactly one vote event and vice versa, and pass SQLite's i
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -24,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from playwright.sync_api import Page, expect
+from annotate_tab import AnnotateTab
+from playwright.sync_api import Page
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,7 +43,6 @@ PASSWORD = "a long test password"
 KEYS = {1: "y", 0: "n"}
 SAID = {1: "yes, shows an actor", 0: "no actor"}
 VOTES_BETWEEN_KILLS = 2
-SETTLE_MS = 500  # the buttons' keyboard shortcuts are bound a moment after the card is painted
 HOLD_LOCK_MS = 1_000  # well below the app's 5 s SQLite busy timeout
 
 
@@ -51,36 +50,6 @@ HOLD_LOCK_MS = 1_000  # well below the app's 5 s SQLite busy timeout
 def e2e_setup(e2e_instance: Path, e2e_db: sessionmaker[Session]) -> None:
     create_user(e2e_db, USERNAME, PASSWORD, "annotator")
     assert ensure_demo_dataset(Settings.for_instance(e2e_instance), e2e_db) is not None
-
-
-class Tab:
-    """The annotator's browser tab on the Annotate page."""
-
-    def __init__(self, page: Page, items: dict[str, tuple[int, str]]) -> None:
-        self.page = page
-        self.items = items  # card title -> (item id, external id)
-
-    def card(self) -> str:
-        """The external id of the item on screen, once the card (its buttons included) is drawn."""
-        expect(self.page.locator("[data-stale=true]")).to_have_count(0)
-        item_id, external_id = self.items[self.page.get_by_test_id("stHtml").first.inner_text().strip()]
-        expect(self.page.locator(f".st-key-y-{item_id}")).to_be_visible()
-        return external_id
-
-    def fresh_card(self) -> str:
-        expect(self.page.get_by_role("button", name="Yes")).to_be_visible()
-        external_id = self.card()
-        self.page.wait_for_timeout(SETTLE_MS)
-        return external_id
-
-    def vote(self, value: int) -> str:
-        """Press Y or N and wait for the page's "Saved ..." confirmation."""
-        external_id = self.card()
-        self.page.keyboard.press(KEYS[value])
-        expect(self.page.get_by_test_id("stCaptionContainer").filter(has_text=re.compile("^Saved "))).to_have_text(
-            f"Saved {external_id}: {SAID[value]}. Press U to undo."
-        )
-        return external_id
 
 
 def n_events(db_file: Path) -> int:
@@ -106,13 +75,13 @@ def test_sigkill_mid_vote_loses_no_committed_label_and_duplicates_none(
 
     server = start_streamlit()
     sign_in(page, server.base_url, USERNAME, PASSWORD)
-    tab = Tab(page, items)
-    tab.fresh_card()
+    tab = AnnotateTab(page, items)
+    tab.settled_card()
 
     def vote_some() -> None:
         for _ in range(VOTES_BETWEEN_KILLS):
             value = len(intended) % 2
-            external_id = tab.vote(value)
+            external_id = tab.press_vote(KEYS[value], SAID[value])
             intended[external_id] = value
             confirmed.append(external_id)
 
@@ -121,7 +90,7 @@ def test_sigkill_mid_vote_loses_no_committed_label_and_duplicates_none(
         Returns the item voted on and whether its vote committed (the page then shows another item)."""
         nonlocal server
         value = len(intended) % 2
-        external_id = tab.card()
+        external_id = tab.settled_card()  # this key cannot be pressed again: the server dies under it
         intended[external_id] = value
         page.keyboard.press(KEYS[value])
         kill_when()
@@ -132,7 +101,7 @@ def test_sigkill_mid_vote_loses_no_committed_label_and_duplicates_none(
         nonlocal server
         server = start_streamlit(port=server.port)
         page.reload()
-        committed = tab.fresh_card() != external_id
+        committed = tab.settled_card() != external_id
         if committed:
             in_flight_committed.append(external_id)
         else:
@@ -157,7 +126,7 @@ def test_sigkill_mid_vote_loses_no_committed_label_and_duplicates_none(
     blocker = sqlite3.connect(db_file, isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")
-        external_id = tab.card()
+        external_id = tab.settled_card()
         events_before = n_events(db_file)
         value = len(intended) % 2
         page.keyboard.press(KEYS[value])
