@@ -104,10 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model")
     info.set_defaults(run=run_model_info)
 
-    synth = commands.add_parser("synthetic", add_help=False,
-                                help="generate a synthetic news set (see: synthetic --help)")
-    synth.add_argument("synthetic_args", nargs=argparse.REMAINDER)
-    synth.set_defaults(run=lambda args: synthetic.main(args.synthetic_args))
+    synth = commands.add_parser("synthetic", help="generate a synthetic news set",
+                                description="Generate a synthetic news-thumbnail dataset (people in contexts).")
+    synthetic.add_arguments(synth)
+    synth.set_defaults(run=synthetic.run_cli)
 
     counter = commands.add_parser("counterfactual", help="add counterfactual texts (PERSON names replaced) to a table")
     counter.add_argument("--data", required=True, type=Path, help="table file (.csv, .jsonl, .parquet)")

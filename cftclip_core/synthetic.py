@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cftclip_core.errors import CftClipError, ConfigError, DataError
+from cftclip_core.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -737,8 +736,8 @@ def load_world(path: str | os.PathLike[str]) -> World:
 
 
 # --- command line -------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Generate a synthetic news-thumbnail dataset.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m cftclip_core synthetic``."""
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--items", type=int, default=2000, help="number of images to render")
     parser.add_argument("--people", type=int, default=16)
@@ -755,24 +754,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pairs", action="store_true", help="each image twice: positive and negative text")
     parser.add_argument("--anonymous", action="store_true", help='"A person ..." texts, no labels')
     parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Generate the dataset ``args`` (from ``add_arguments``) describe, with a progress bar."""
     from tqdm import tqdm
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = WorldConfig(n_people=args.people, n_backgrounds=args.backgrounds, n_objects=args.objects,
-                          n_colours=args.colours, n_contexts=args.contexts, image_size=args.size,
-                          noise_std=args.noise, seed=args.world_seed)
-        with tqdm(total=args.items, unit="img") as bar:
-            path = generate_dataset(args.out_dir, args.items, cfg, split_fractions=args.splits,
-                                    negative_fraction=args.negatives, pairs=args.pairs, anonymous=args.anonymous,
-                                    seed=args.seed, overwrite=args.overwrite,
-                                    progress=lambda done, _total: bar.update(done - bar.n))
-    except CftClipError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    logger.info("Table: %s", path)
+    cfg = WorldConfig(n_people=args.people, n_backgrounds=args.backgrounds, n_objects=args.objects,
+                      n_colours=args.colours, n_contexts=args.contexts, image_size=args.size,
+                      noise_std=args.noise, seed=args.world_seed)
+    with tqdm(total=args.items, unit="img") as bar:
+        path = generate_dataset(args.out_dir, args.items, cfg, split_fractions=args.splits,
+                                negative_fraction=args.negatives, pairs=args.pairs, anonymous=args.anonymous,
+                                seed=args.seed, overwrite=args.overwrite,
+                                progress=lambda done, _total: bar.update(done - bar.n))
+    print(f"Table: {path}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

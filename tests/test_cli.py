@@ -55,6 +55,16 @@ def test_score_synthetic_set_by_title(tmp_path: Path, tiny_model_dir: Path) -> N
     assert (scores["text_field"] == "title").all()
 
 
+def test_synthetic_takes_options_in_any_order_and_shows_its_help(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    with pytest.raises(SystemExit) as help_exit:
+        main(["synthetic", "--help"])
+    assert help_exit.value.code == 0 and "--items" in capsys.readouterr().out
+    assert main(["synthetic", "--items", "12", "--seed", "1", str(tmp_path / "syn")]) == 0
+    assert len(pd.read_csv(tmp_path / "syn" / "data.csv")) == 12
+    assert main(["synthetic", "--items", "12", str(tmp_path / "syn")]) == 2  # not over an existing set
+    assert "--overwrite" in capsys.readouterr().err
+
+
 def test_tiny_demo_name_works_from_the_command_line(tmp_path: Path, instance: Path) -> None:
     out = tmp_path / "s.csv"
     assert main(["score", "--data", str(demo_table_path()), "--model", "tiny-demo", "--out", str(out)]) == 0

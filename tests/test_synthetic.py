@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cftclip_core.cli import main as cli_main
 from cftclip_core.errors import CftClipError, ConfigError, DataError
 from cftclip_core.synthetic import (
     GLASSES,
@@ -26,7 +27,6 @@ from cftclip_core.synthetic import (
     caption_corpus,
     generate_dataset,
     load_world,
-    main,
     swap_name,
 )
 
@@ -293,7 +293,7 @@ def test_load_world_rejects_a_foreign_file(tmp_path: Path) -> None:
 
 
 def test_command_line_writes_a_dataset(tmp_path: Path) -> None:
-    main([str(tmp_path / "ds"), "--items", "8", "--contexts", "6", "--pairs", "--seed", "2"])
+    assert cli_main(["synthetic", str(tmp_path / "ds"), "--items", "8", "--contexts", "6", "--pairs", "--seed", "2"]) == 0
     rows = read_rows(tmp_path / "ds" / "data.csv")
     assert len(rows) == 16
     assert len({(r["background"], r["object"], r["colour"]) for r in rows}) <= 6
