@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    models.quiet_progress_bars_off_terminal()
     try:
         return args.run(args)
     except CftClipError as exc:

@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -23,6 +24,7 @@ from typing import Iterable
 import torch
 from safetensors import SafetensorError
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+from transformers.utils import logging as hf_logging
 
 from cftclip_core.errors import ModelError
 from cftclip_core.images import PreprocessConfig
@@ -63,6 +65,13 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+def quiet_progress_bars_off_terminal() -> None:
+    """Turn off transformers' weight loading and saving bars when stderr is not a terminal: in a job's log
+    file they are one line of noise per load and per checkpoint."""
+    if not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
 
 
 def load_model(name: str, *, cache_dir: Path | None = None, device: str | torch.device | None = None) -> LoadedModel:

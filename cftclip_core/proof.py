@@ -99,7 +99,7 @@ from cftclip_core.evaluation import evaluate_scores, score_table, write_json
 from cftclip_core.formats import TEXT_FIELDS, Record, Table, read_table
 from cftclip_core.heartbeat import Heartbeat
 from cftclip_core.images import PixelCache, PreprocessConfig
-from cftclip_core.models import TINY_TOKENIZER_DIR, LoadedModel, load_model
+from cftclip_core.models import TINY_TOKENIZER_DIR, LoadedModel, load_model, quiet_progress_bars_off_terminal
 from cftclip_core.scoring import ScoreItem, ScoreOptions, score_pairs
 from cftclip_core.synthetic import Context, World, WorldConfig, anonymize, generate_dataset, load_world, swap_name
 from cftclip_core.training import TrainConfig, train
@@ -740,6 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    quiet_progress_bars_off_terminal()
     try:
         if args.command == "table":
             write_results(args.dir)
