@@ -38,6 +38,7 @@ KNOWN_MODELS = {  # offered by name in the app; any hub id or local folder works
     DEFAULT_MODEL: "CLIP ViT-L/14, zero-shot (the paper's backbone)",
     "humane-lab/CFT-CLIP": "CFT-CLIP, the released checkpoint",
 }
+TINY_LAYERS = 2  # transformer layers in each of the tiny model's towers
 TINY_VERSION = 1  # bump when the tiny recipe changes, so old builds are not reused
 TINY_TOKENIZER_DIR = Path(__file__).parent / "tiny_tokenizer"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -117,6 +118,19 @@ def load_model(name: str, *, cache_dir: Path | None = None, device: str | torch.
         preprocess=_preprocess_config(source),
         is_tiny=is_tiny or _is_marked_tiny(source),
     )
+
+
+def tower_depths(name: str) -> tuple[int, int] | None:
+    """(text layers, vision layers) of a model, read from its config without loading any weights; None when
+    no config is at hand (a hub id not downloaded yet): the trainer checks the depths when it loads it."""
+    if name == TINY_NAME:
+        return TINY_LAYERS, TINY_LAYERS
+    path = Path(name).expanduser()
+    try:
+        config = CLIPConfig.from_pretrained(str(path) if path.is_dir() else name, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    return config.text_config.num_hidden_layers, config.vision_config.num_hidden_layers
 
 
 def _check_device(device: str | torch.device | None) -> torch.device | None:
@@ -261,14 +275,14 @@ def tiny_config(vocab_size: int, eos_id: int, pad_id: int, bos_id: int) -> CLIPC
     """A CLIP small enough for CPU tests, with CLIP's 77-token text window and 224-pixel input."""
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+            vocab_size=vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=TINY_LAYERS,
             num_attention_heads=2, max_position_embeddings=77, projection_dim=64,
             # The trained tokenizer gives pad, eos and unk one id; pooling reads the first eos position
             # only if eos_token_id is that id (the legacy value 2 means "take the argmax id").
             eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=bos_id,
         ),
         vision_config=dict(
-            hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+            hidden_size=64, intermediate_size=256, num_hidden_layers=TINY_LAYERS, num_attention_heads=2,
             image_size=224, patch_size=32, projection_dim=64,
         ),
         projection_dim=64,

@@ -208,7 +208,8 @@ def test_invalid_settings_show_the_field_and_launch_nothing(app_instance, launch
 
 
 def queued_experiment(settings, dataset: int, seeds: tuple[int, ...] = (0, 1)) -> int:  # noqa: ANN001
-    request = ExperimentRequest(name="watched", config={"model": "tiny-demo", "loss": "clip", "batch_size": 4},
+    config = {"model": "tiny-demo", "loss": "clip", "batch_size": 4, "freeze_text_layers": 1}
+    request = ExperimentRequest(name="watched", config=config,
                                 train_dataset_id=dataset, seeds=seeds)
     return create_experiment(sessions(settings), settings, request).id
 

@@ -17,7 +17,7 @@ from cftclip_core.errors import DataError
 from cftclip_core.demo import demo_table_path
 from cftclip_core.formats import read_table
 from annotations import cli
-from annotations.db import head_revision, upgrade
+from annotations.db import head_revision
 from annotations.importer import (
     dataset_items_frame,
     ensure_demo_dataset,

@@ -46,7 +46,8 @@ from train_jobs.settings import SlurmSettings
 CPU_ONLY = GpuInventory((), "none", "No GPU found (test): jobs run on the CPU only.")
 TWO_GPUS = GpuInventory((Gpu(0, "Test GPU", 80_000, 70_000, 90), Gpu(1, "Test GPU", 80_000, 500, 0)), "nvidia-smi",
                         "2 GPU(s)")
-CONFIG = {"model": "tiny-demo", "loss": "clip", "batch_size": 4, "max_steps": 2, "precision": "fp32"}
+CONFIG = {"model": "tiny-demo", "loss": "clip", "batch_size": 4, "max_steps": 2, "precision": "fp32",
+          "freeze_text_layers": 1}
 
 
 @pytest.fixture
@@ -77,6 +78,7 @@ def nothing_created(factory, instance) -> bool:  # noqa: ANN001
     ({"batch_sise": 8}, "batch_sise"),
     ({"seed": 3}, "TrainConfig.seed"),
     ({"batch_size": 64}, "TrainConfig.batch_size=64 is larger than the 19 training item(s)"),
+    ({"freeze_text_layers": 11}, "TrainConfig.freeze_text_layers=11 is not valid: the model's text tower has only 2"),
 ])
 def test_invalid_hyperparameters_are_refused_naming_the_field_before_anything_is_written(
         factory, instance, dataset: int, config: dict, field: str) -> None:  # noqa: ANN001

@@ -38,7 +38,7 @@ def make_experiments(factory, instance, tmp_path: Path) -> dict[str, int]:  # no
     dataset = import_dataset(factory, instance, read_table(csv), "syn").id
     ids = {}
     for name, values in F1.items():
-        config = {"model": "tiny-demo", "loss": "clip", "batch_size": 4, "max_steps": 2, "lr": 1e-4 if name == "model-a" else 3e-4}
+        config = {"model": "tiny-demo", "loss": "clip", "batch_size": 4, "max_steps": 2, "freeze_text_layers": 1, "lr": 1e-4 if name == "model-a" else 3e-4}
         experiment = create_experiment(factory, instance, ExperimentRequest(
             name=name, config=config, train_dataset_id=dataset, eval_dataset_id=dataset), inventory=CPU_ONLY)
         ids[name] = experiment.id

@@ -62,8 +62,10 @@ def validate_train_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
     This imports ``cftclip_core.training.TrainConfig`` (the one exception to reaching cftclip_core
     only through its command line): the same rules, checked before a run is created, not minutes
-    later in a job's log.
+    later in a job's log. The freeze fields are checked against the model's depth when its config
+    can be read here (the tiny model, a local folder, a downloaded hub model).
     """
+    from cftclip_core.models import tower_depths
     from cftclip_core.training import TrainConfig
 
     config = dict(config)
@@ -77,7 +79,9 @@ def validate_train_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in config.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"TrainConfig.{name}={value!r} is not valid: use a finite number.")
-    TrainConfig(**config).validate()
+    checked = TrainConfig(**config)
+    text_layers, vision_layers = tower_depths(checked.model) or (None, None)
+    checked.validate(text_layers=text_layers, vision_layers=vision_layers)
     return config
 
 
