@@ -276,6 +276,9 @@ class TriageDecision(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The threshold in force when it was decided, and how it was chosen (NULL for verdicts from before 0005).
+    threshold: Mapped[float | None] = mapped_column(Float)
+    threshold_strategy: Mapped[str | None] = mapped_column(String(40))
 
 
 EXPERIMENT_KINDS = ("train", "proof")  # the train command, or the synthetic proof (cftclip_core.proof)

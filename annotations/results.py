@@ -234,14 +234,17 @@ def labelled(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return known["similarity"].to_numpy(dtype=float), known["reference"].to_numpy(dtype=int)
 
 
+def predict(similarity: pd.Series, threshold: float | pd.Series) -> pd.Series:
+    """The model's answer (Int64): 1 where the similarity is above the threshold, else 0; NA where either is
+    missing. ``threshold`` is one number or one per row."""
+    threshold = pd.Series(threshold, index=similarity.index, dtype=float)
+    return (similarity > threshold).astype("Int64").mask(similarity.isna() | threshold.isna())
+
+
 def with_predictions(frame: pd.DataFrame, threshold: float | None) -> pd.DataFrame:
     """``frame`` (with ``similarity``) plus ``prediction`` (Int64) and ``model_disagrees`` (model vs reference)."""
     out = frame.copy()
-    if threshold is None:
-        out["prediction"] = pd.array([pd.NA] * len(out), dtype="Int64")
-    else:
-        predicted = (out["similarity"] > threshold).astype("Int64")
-        out["prediction"] = predicted.mask(out["similarity"].isna())
+    out["prediction"] = predict(out["similarity"], float("nan") if threshold is None else threshold)
     out["model_disagrees"] = (out["prediction"] != out["reference"]).fillna(False).astype(bool)
     return out
 
@@ -484,9 +487,12 @@ def triage_queue(frame: pd.DataFrame, threshold: float, decisions: pd.DataFrame)
 
 
 def record_triage(factory: sessionmaker[Session], item_id: int, score_set_id: int, verdict: str, note: str,
-                  researcher_id: int) -> None:
-    """Record (or replace) the verdict on one item's model/human disagreement for one score set."""
+                  researcher_id: int, threshold: ThresholdChoice) -> None:
+    """Record (or replace) the verdict on one item's model/human disagreement for one score set, with the
+    threshold in force (a disagreement is one only at a given threshold)."""
     note = (note or "").strip()
+    if threshold.value is None:
+        raise ResultsError("No threshold is in force, so there is no disagreement to judge; choose a threshold first.")
     if verdict not in TRIAGE_VERDICTS:
         raise ResultsError(f"A verdict is one of {', '.join(VERDICTS.values())}; got {verdict!r}.")
     if len(note) > MAX_NOTE_LENGTH:
@@ -499,7 +505,8 @@ def record_triage(factory: sessionmaker[Session], item_id: int, score_set_id: in
         if item.dataset_id != score_set.dataset_id:
             raise ResultsError(f"Item {item_id} is not in the dataset score set #{score_set_id} scored; "
                                "pick the item from that score set's queue.")
-        values = {"verdict": verdict, "note": note, "decided_by": researcher_id, "decided_at": utcnow()}
+        values = {"verdict": verdict, "note": note, "decided_by": researcher_id, "decided_at": utcnow(),
+                  "threshold": threshold.value, "threshold_strategy": threshold.strategy}
         stmt = _dialect_insert(session.get_bind().dialect.name)(TriageDecision).values(
             item_id=item_id, score_set_id=score_set_id, **values)
         # One statement: two researchers deciding the same item at once cannot collide on the primary key.
@@ -519,12 +526,14 @@ def _dialect_insert(dialect: str) -> Any:
 
 def hard_cases(session: Session, dataset_id: int) -> pd.DataFrame:
     """Every triaged disagreement of a dataset, for a hard-cases evaluation set: the item (texts, image),
-    the score set and its similarity, the verdict with its note, who decided and when."""
+    the score set and its similarity, the threshold in force then and what the model said at it, the
+    verdict with its note, who decided and when."""
     get_dataset(session, dataset_id)
     rows = session.execute(
         select(Item.external_id, Item.image_url, Item.media_sha256, Item.title, Item.summary, Item.split,
-               ScoreSet.id, ScoreSet.model_name, ScoreSet.text_field, Score.similarity, TriageDecision.verdict,
-               TriageDecision.note, User.username, TriageDecision.decided_at)
+               ScoreSet.id, ScoreSet.model_name, ScoreSet.text_field, Score.similarity, TriageDecision.threshold,
+               TriageDecision.threshold_strategy, TriageDecision.verdict, TriageDecision.note, User.username,
+               TriageDecision.decided_at)
         .join(Item, Item.id == TriageDecision.item_id)
         .join(ScoreSet, ScoreSet.id == TriageDecision.score_set_id)
         .outerjoin(Score, (Score.item_id == TriageDecision.item_id) & (Score.score_set_id == TriageDecision.score_set_id))
@@ -532,9 +541,13 @@ def hard_cases(session: Session, dataset_id: int) -> pd.DataFrame:
         .where(Item.dataset_id == dataset_id)
         .order_by(Item.position, ScoreSet.id)).all()
     frame = pd.DataFrame(rows, columns=["id", "image_url", "media_sha256", "title", "summary", "split",
-                                        "score_set_id", "model", "text_field", "similarity", "verdict", "note",
-                                        "decided_by", "decided_at"])
+                                        "score_set_id", "model", "text_field", "similarity", "threshold",
+                                        "threshold_strategy", "verdict", "note", "decided_by", "decided_at"])
     frame.insert(1, "image", frame["image_url"].fillna("media/" + frame["media_sha256"]))
+    for column in ("similarity", "threshold"):
+        frame[column] = pd.to_numeric(frame[column])
+    frame.insert(frame.columns.get_loc("threshold_strategy") + 1, "prediction",
+                 predict(frame["similarity"], frame["threshold"]))
     return frame.drop(columns=["image_url", "media_sha256"])
 
 

@@ -143,7 +143,7 @@ with triage_tab:
                     if verdict is None:
                         raise results.ResultsError("Pick a verdict first: model wrong, humans wrong, ambiguous or "
                                                    "broken image.")
-                    results.record_triage(app.sessions, int(chosen), info.id, verdict, note, user.id)
+                    results.record_triage(app.sessions, int(chosen), info.id, verdict, note, user.id, threshold)
                 except CftClipError as exc:
                     show_error(exc)
                 else:

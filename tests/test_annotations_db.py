@@ -6,10 +6,11 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import Connection, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from annotations.db import (
@@ -22,6 +23,7 @@ from annotations.db import (
     write_session,
 )
 from annotations.models import Base, Dataset, Item, Media, Score, ScoreSet, utcnow
+from annotations.results import hard_cases
 from annotations.settings import Settings
 
 TABLES = {"media", "datasets", "items", "score_sets", "scores", "alembic_version"}
@@ -77,20 +79,25 @@ def test_models_match_migrations(db_url: str) -> None:
     assert diff == []
 
 
+def _insert_scored_item(conn: Connection) -> None:
+    """Dataset 1 with item 1 and score set 1 scoring it, in SQL that every revision's schema accepts."""
+    conn.execute(text("INSERT INTO datasets (id, name, description, created_at, item_count) "
+                      "VALUES (1, 'kept', '', CURRENT_TIMESTAMP, 1)"))
+    conn.execute(text("INSERT INTO media (sha256, suffix, size_bytes, width, height, created_at) "
+                      "VALUES (:sha, '.jpg', 1, 1, 1, CURRENT_TIMESTAMP)"), {"sha": "a" * 64})
+    conn.execute(text("INSERT INTO items (id, dataset_id, external_id, media_sha256, title, summary, extra, "
+                      "position) VALUES (1, 1, 'x', :sha, 't', 's', '{}', 0)"), {"sha": "a" * 64})
+    conn.execute(text("INSERT INTO score_sets (id, dataset_id, model_name, model_fingerprint, text_field, "
+                      "created_at, n_items, n_truncated, note) VALUES (1, 1, 'm', 'f', 'title', "
+                      "CURRENT_TIMESTAMP, 1, 0, '')"))
+    conn.execute(text("INSERT INTO scores (score_set_id, item_id, similarity, truncated) VALUES (1, 1, 0.5, false)"))
+
+
 def test_upgrade_keeps_existing_data(db_url: str) -> None:
     upgrade(db_url, "0001")  # a database made by the first release, written with its own schema
     engine = make_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO datasets (id, name, description, created_at, item_count) "
-                          "VALUES (1, 'kept', '', CURRENT_TIMESTAMP, 1)"))
-        conn.execute(text("INSERT INTO media (sha256, suffix, size_bytes, width, height, created_at) "
-                          "VALUES (:sha, '.jpg', 1, 1, 1, CURRENT_TIMESTAMP)"), {"sha": "a" * 64})
-        conn.execute(text("INSERT INTO items (id, dataset_id, external_id, media_sha256, title, summary, extra, "
-                          "position) VALUES (1, 1, 'x', :sha, 't', 's', '{}', 0)"), {"sha": "a" * 64})
-        conn.execute(text("INSERT INTO score_sets (id, dataset_id, model_name, model_fingerprint, text_field, "
-                          "created_at, n_items, n_truncated, note) VALUES (1, 1, 'm', 'f', 'title', "
-                          "CURRENT_TIMESTAMP, 1, 0, '')"))
-        conn.execute(text("INSERT INTO scores (score_set_id, item_id, similarity, truncated) VALUES (1, 1, 0.5, false)"))
+        _insert_scored_item(conn)
     upgrade(db_url)
     upgrade(db_url)
     factory = session_factory(engine)
@@ -194,3 +201,18 @@ def test_concurrent_read_then_write_sessions_do_not_fail_on_sqlite(tmp_path: Pat
         assert sorted(session.scalars(select(Dataset.name))) == ["d0", "d1"]
     for engine in engines:
         engine.dispose()
+
+
+def test_a_verdict_from_before_thresholds_were_kept_exports_without_one(db_url: str) -> None:
+    upgrade(db_url, "0004")
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        _insert_scored_item(conn)
+        conn.execute(text("INSERT INTO triage_decisions (item_id, score_set_id, verdict, note, decided_at) "
+                          "VALUES (1, 1, 'ambiguous', 'old', CURRENT_TIMESTAMP)"))
+    upgrade(db_url)
+    with session_factory(engine)() as session:
+        hard = hard_cases(session, 1)
+    assert hard[["verdict", "note"]].values.tolist() == [["ambiguous", "old"]]
+    assert pd.isna(hard.iloc[0]["threshold"]) and pd.isna(hard.iloc[0]["prediction"])
+    engine.dispose()

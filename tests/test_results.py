@@ -210,20 +210,25 @@ def test_triage_verdict_is_recorded_replaced_refused_and_exported(factory, insta
                                                                   tmp_path: Path) -> None:
     data = load(factory, seeded)
     strong, weak = seeded.score_set_ids
-    frame = results.with_predictions(results.evaluated(data, weak), results.choose_threshold(data, weak, "val-median").value)
+    threshold = results.choose_threshold(data, weak, "val-median")
+    frame = results.with_predictions(results.evaluated(data, weak), threshold.value)
     queue = results.triage_queue(frame, 0.25, pd.DataFrame(columns=["item_id", "verdict", "note", "decided_by",
                                                                     "decided_at"]))
     assert queue["model_disagrees"].all() and queue["margin"].is_monotonic_decreasing
     item = int(frame.iloc[0]["item_id"])
     with factory() as session:
         before = results.data_version(session, seeded.dataset_id)
-    results.record_triage(factory, item, weak, "ambiguous", "crop hides the face", seeded.researcher_id)
-    results.record_triage(factory, item, weak, "model_wrong", " the minister is in the photo ", seeded.researcher_id)
+    results.record_triage(factory, item, weak, "ambiguous", "crop hides the face", seeded.researcher_id, threshold)
+    results.record_triage(factory, item, weak, "model_wrong", " the minister is in the photo ", seeded.researcher_id,
+                          threshold)
     with pytest.raises(results.ResultsError, match="verdict is one of"):
-        results.record_triage(factory, item, weak, "dunno", "", seeded.researcher_id)
+        results.record_triage(factory, item, weak, "dunno", "", seeded.researcher_id, threshold)
+    with pytest.raises(results.ResultsError, match="choose a threshold first"):
+        results.record_triage(factory, item, weak, "ambiguous", "", seeded.researcher_id,
+                              results.ThresholdChoice("f1-optimal", None))
     other = seed_results(factory, instance, tmp_path / "other", 4, n_score_sets=1, annotators=(), name="other")
     with pytest.raises(results.ResultsError, match="not in the dataset"):
-        results.record_triage(factory, item, other.score_set_ids[0], "ambiguous", "", seeded.researcher_id)
+        results.record_triage(factory, item, other.score_set_ids[0], "ambiguous", "", seeded.researcher_id, threshold)
     with factory() as session:
         decisions = results.triage_decisions(session, weak)
         hard = results.hard_cases(session, seeded.dataset_id)
@@ -233,6 +238,8 @@ def test_triage_verdict_is_recorded_replaced_refused_and_exported(factory, insta
     assert hard[["verdict", "score_set_id", "decided_by"]].values.tolist() == [["model_wrong", weak, "synthetic-lead"]]
     assert hard.iloc[0]["similarity"] == pytest.approx(frame.iloc[0]["similarity"])
     assert hard.iloc[0]["image"].startswith("media/")
+    assert (hard.iloc[0]["threshold"], hard.iloc[0]["threshold_strategy"]) == (threshold.value, "val-median")
+    assert hard.iloc[0]["prediction"] == frame.iloc[0]["prediction"]  # what the model said at that threshold
 
 
 def test_metrics_table_matches_evaluate_and_flags_the_tiny_model(factory, instance, tmp_path: Path) -> None:  # noqa: ANN001
@@ -292,7 +299,8 @@ def test_data_version_changes_with_every_kind_of_write(factory, seeded: Seeded) 
     seen.append(version())
     store_score_set(factory, seeded.dataset_id, "another", "fp", "summary", {item: (0.3, False)})
     seen.append(version())
-    results.record_triage(factory, item, seeded.score_set_ids[0], "ambiguous", "", seeded.researcher_id)
+    results.record_triage(factory, item, seeded.score_set_ids[0], "ambiguous", "", seeded.researcher_id,
+                          results.ThresholdChoice("fixed", 0.2))
     seen.append(version())
     assert len(set(seen)) == len(seen)
 
