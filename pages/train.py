@@ -29,7 +29,7 @@ LOG_LINES = 60
 CHOSEN = "train_experiment"  # the experiment shown in detail
 LAUNCHED = "train_launched"  # (kind, message) left by the Launch button for the next run
 DEMO_LAUNCHED = "train_demo_launched"  # the same for the demo's button
-CANCELLED = "train_cancelled"  # the message of the last cancel
+RUN_ACTION = "train_run_action"  # the message of the last cancel or resume
 FORM_OPEN = "train_form_open"  # the New experiment form starts open on a first visit (no experiment yet)
 HYPERPARAMETERS = ("lr", "weight_decay", "batch_size", "max_epochs", "schedule", "warmup_steps", "val_every_steps",
                    "patience", "freeze_text_layers", "freeze_vision_layers", "grad_clip", "text_field", "max_steps")
@@ -260,9 +260,16 @@ def demo_section() -> None:
 # --- watching ------------------------------------------------------------------------------------------
 def cancel(run_id: int) -> None:
     try:
-        st.session_state[CANCELLED] = api.cancel_run(app.sessions, run_id, user.id).message
+        st.session_state[RUN_ACTION] = api.cancel_run(app.sessions, run_id, user.id).message
     except CftClipError as exc:
-        st.session_state[CANCELLED] = str(exc)
+        st.session_state[RUN_ACTION] = str(exc)
+
+
+def resume(run_id: int) -> None:
+    try:
+        st.session_state[RUN_ACTION] = api.resume_run(app.sessions, run_id, user.id)
+    except CftClipError as exc:
+        st.session_state[RUN_ACTION] = str(exc)
 
 
 def run_row(run: TrainRun, curves: views.Curves) -> None:
@@ -283,6 +290,9 @@ def run_row(run: TrainRun, curves: views.Curves) -> None:
     if run.state in api.ACTIVE:
         action.button("Cancel", key=f"cancel_{run.id}", on_click=cancel, args=(run.id,),
                       disabled=run.cancel_requested_at is not None)
+    elif api.can_resume(run):
+        action.button("Resume", key=f"resume_{run.id}", on_click=resume, args=(run.id,),
+                      help="Queue this run again; it continues from its last checkpoint.")
 
 
 def curve_chart(frame: pd.DataFrame, value: str, title: str, points: bool) -> alt.Chart:
@@ -304,9 +314,9 @@ def experiment_detail(experiment: Experiment, runs: list[TrainRun]) -> None:
         for run in active:
             cancel(run.id)
         st.rerun(scope="fragment")
-    message = st.session_state.pop(CANCELLED, None)
+    message = st.session_state.pop(RUN_ACTION, None)
     if message:
-        st.info(escape_markdown(message), icon=":material/stop_circle:")
+        st.info(escape_markdown(message), icon=":material/info:")
     relaunched = len({run.seed for run in runs}) < len(runs)  # a seed run again: tell its runs apart
     labels = {run.id: f"seed {run.seed}" + (f" (run {run.id})" if relaunched else "") for run in runs}
     loss, validation = views.experiment_curves({labels[run.id]: curves[run.id] for run in runs})

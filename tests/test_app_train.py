@@ -282,6 +282,27 @@ def test_cancel_buttons_stop_a_running_run_and_drop_a_queued_one(
     assert launcher.stopped == [running.id]
 
 
+def test_resume_button_queues_a_cancelled_run_again_from_its_checkpoint(
+        app_instance, launcher, dataset: int) -> None:  # noqa: ANN001
+    experiment_id = queued_experiment(app_instance, dataset, seeds=(0, 1))
+    factory = sessions(app_instance)
+    with write_session(factory) as session:  # seed 0 was cancelled after a checkpoint, seed 1 before any
+        resumable, bare = experiment_runs(session, experiment_id)
+        for run in (resumable, bare):
+            states.move(run, states.CANCELLED, "cancelled")
+    Path(resumable.run_dir, runfiles.LAST).mkdir(parents=True)
+    Path(resumable.run_dir, runfiles.LAST, "trainer_state.pt").write_bytes(b"saved")
+    at = open_train(app_instance)
+    assert not any(b.key == f"resume_{bare.id}" for b in at.button)  # nothing to resume from
+    at.button(key=f"resume_{resumable.id}").click().run()
+    assert not at.exception
+    assert any("queued again; it continues from its last checkpoint" in plain(i.value) for i in at.info)
+    assert launcher.specs[-1].run_id == resumable.id and launcher.specs[-1].command[-1] == "--resume"
+    with factory() as session:
+        assert session.get(TrainRun, resumable.id).state == "starting"  # the page's poll launched it
+        assert session.get(TrainRun, bare.id).state == "cancelled"
+
+
 def test_one_click_demo_queues_the_synthetic_proof_for_both_worlds_and_every_arm(
         app_instance, launcher) -> None:  # noqa: ANN001
     at = open_train(app_instance)

@@ -36,7 +36,7 @@ from cftclip_core.synthetic import WorldConfig, generate_dataset
 from train_jobs import procs, runfiles, states
 from train_jobs.api import (
     ExperimentError, ExperimentRequest, JobSettings, cancel_run, create_experiment, create_proof_experiment,
-    experiment_runs, import_results, poll, results_row,
+    experiment_runs, import_results, poll, results_row, resume_run,
 )
 from train_jobs.gpus import Gpu, GpuInventory, discover_gpus
 from train_jobs.launchers import BackendStatus, Launched, LaunchSpec
@@ -187,6 +187,54 @@ def test_proof_experiment_runs_the_proof_command(factory, instance) -> None:  # 
                                str(instance.cache_dir / "proof")]
     with pytest.raises(ConfigError, match="proof option arm"):
         create_proof_experiment(factory, instance, name="bad", arm="cft; rm -rf /", inventory=CPU_ONLY)
+
+
+def end_run(factory, run_id: int, state: str) -> TrainRun:  # noqa: ANN001
+    with write_session(factory) as session:
+        run = session.get(TrainRun, run_id)
+        run.state, run.exit_code, run.finished_at = state, 143, utcnow()
+        return run
+
+
+def test_resume_needs_an_ended_training_run_with_a_resumable_checkpoint(factory, instance, dataset: int) -> None:  # noqa: ANN001
+    experiment = create_experiment(factory, instance, request(dataset), inventory=CPU_ONLY)
+    with factory() as session:
+        run = experiment_runs(session, experiment.id)[0]
+    with pytest.raises(CftClipError, match="is queued; only a failed or cancelled run"):
+        resume_run(factory, run.id, None)
+    end_run(factory, run.id, "lost")
+    with pytest.raises(CftClipError, match="Cancel it first"):
+        resume_run(factory, run.id, None)
+    run = end_run(factory, run.id, "cancelled")
+    with pytest.raises(CftClipError, match="saved no resumable checkpoint"):
+        resume_run(factory, run.id, None)
+    assert current_state(factory, run.id) == "cancelled"  # a refusal changes nothing
+
+    last = Path(run.run_dir) / runfiles.LAST
+    last.mkdir(parents=True)
+    (last / "trainer_state.pt").write_bytes(b"saved")
+    for name in (runfiles.EXIT, runfiles.HEARTBEAT, runfiles.METRICS, runfiles.EVAL_METRICS):
+        (Path(run.run_dir) / name).parent.mkdir(parents=True, exist_ok=True)
+        (Path(run.run_dir) / name).write_text("{}")
+    assert "queued again" in resume_run(factory, run.id, None)
+    with factory() as session:
+        resumed = session.get(TrainRun, run.id)
+    assert (resumed.state, resumed.exit_code, resumed.command[-1]) == ("queued", None, "--resume")
+    assert "resumed by the command line" in resumed.reason
+    assert not any((Path(run.run_dir) / name).exists() for name in (runfiles.EXIT, runfiles.HEARTBEAT, runfiles.METRICS))
+    assert not (Path(run.run_dir) / "eval").exists() and (last / "trainer_state.pt").is_file()
+
+    proof = create_proof_experiment(factory, instance, name="proof", seeds=(0,), inventory=CPU_ONLY)
+    with factory() as session:
+        proof_run = experiment_runs(session, proof.id)[0]
+    end_run(factory, proof_run.id, "failed")
+    with pytest.raises(CftClipError, match="synthetic-proof run"):
+        resume_run(factory, proof_run.id, None)
+
+
+def current_state(factory, run_id: int) -> str:  # noqa: ANN001
+    with factory() as session:
+        return session.get(TrainRun, run_id).state
 
 
 # --- GPU discovery -------------------------------------------------------------------------------------

@@ -21,12 +21,13 @@ from annotations.importer import import_dataset
 from annotations.models import ScoreSet, TrainRun
 from annotations.settings import Settings
 from annotations.users import create_user
+from cftclip_core.errors import CftClipError
 from cftclip_core.formats import read_table
 from cftclip_core.synthetic import WorldConfig, generate_dataset
 from train_jobs import procs, runfiles
 from train_jobs.api import (
-    ExperimentRequest, GpuInventory, JobSettings, cancel_run, create_experiment, default_launchers, experiment_runs,
-    log_tail, poll,
+    ExperimentRequest, GpuInventory, JobSettings, can_resume, cancel_run, create_experiment, default_launchers,
+    experiment_runs, log_tail, poll, resume_run,
 )
 from train_jobs.states import FINAL
 
@@ -163,6 +164,44 @@ def test_cancel_stops_cleanly_keeps_the_last_checkpoint_and_a_second_cancel_send
     assert finished.checkpoint_path == str(Path(run.run_dir) / "last")
     assert Path(finished.checkpoint_path, "trainer_state.pt").is_file()
     assert finished.metrics["interrupted"] is True
+
+
+def logged_steps(run: TrainRun) -> list[int]:
+    path = Path(run.run_dir) / "log.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [json.loads(line)["step"] for line in lines if '"loss"' in line]
+
+
+def test_a_cancelled_run_resumes_from_its_last_checkpoint(studio, tiny_model_dir: Path) -> None:  # noqa: ANN001
+    settings, factory, _ = studio
+    alice = create_user(factory, "alice", "correct horse battery", "researcher")
+    run = experiment(studio, "resume", tiny_config(tiny_model_dir, **LONG))
+    job_settings, launchers = JobSettings(), default_launchers(JobSettings())
+    with pytest.raises(CftClipError, match="only a failed or cancelled run"):
+        resume_run(factory, run.id, alice.id)
+    poll(factory, settings, job_settings, inventory=lambda: CPU_ONLY)
+    wait_for(lambda: trained_a_step(run), "a training step", Path(run.log_path))
+    cancel_run(factory, run.id, alice.id, launchers)
+    cancelled = poll_until_final(studio, run, job_settings)
+    assert cancelled.state == "cancelled" and can_resume(cancelled)
+    before = logged_steps(run)
+
+    assert "queued again" in resume_run(factory, run.id, alice.id)
+    queued = current(factory, run.id)
+    assert queued.state == "queued" and queued.command[-1] == "--resume" and "resumed by alice" in queued.reason
+    assert queued.exit_code is None and queued.cancel_requested_at is None and queued.checkpoint_path is None
+    assert not (Path(run.run_dir) / runfiles.EXIT).exists()  # the stopped attempt's outcome cannot be re-read
+
+    def resumed_steps() -> list[int] | None:
+        poll(factory, settings, job_settings, inventory=lambda: CPU_ONLY)
+        return logged_steps(run)[len(before):] or None
+
+    after = wait_for(resumed_steps, "a step of the resumed run", Path(run.log_path))
+    assert after[0] > 1 and after[0] <= before[-1] + 1  # it went on from the checkpoint, not from the start
+    assert current(factory, run.id).state == "running"
+    cancel_run(factory, run.id, alice.id, launchers)
+    again = poll_until_final(studio, run, job_settings)
+    assert again.state == "cancelled" and again.command.count("--resume") == 1
 
 
 def test_sigkill_of_the_trainer_fails_the_run(studio, tiny_model_dir: Path) -> None:  # noqa: ANN001

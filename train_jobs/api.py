@@ -2,7 +2,7 @@
 
 Typical page flow: ``poll`` on every refresh (it reconciles and launches), ``create_experiment`` /
 ``create_proof_experiment`` from a form, ``list_experiments`` + ``experiment_runs`` for the tables,
-``log_tail`` for a run's log, ``cancel_run`` from a button, ``discover_gpus`` to show the machine,
+``log_tail`` for a run's log, ``cancel_run`` and ``resume_run`` from buttons, ``discover_gpus`` to show the machine,
 ``create_proof_demo`` for the one-click demo. ``train_jobs.views`` computes what the page draws.
 """
 
@@ -14,13 +14,14 @@ from train_jobs.experiments import (
 from train_jobs.gpus import GpuInventory, discover_gpus
 from train_jobs.reconcile import CancelResult, PollReport, cancel_run, default_launchers, poll
 from train_jobs.results import import_results, results_row
+from train_jobs.resume import can_resume, resume_run
 from train_jobs.runfiles import log_tail
 from train_jobs.settings import JobSettings, SlurmSettings
 from train_jobs.states import ACTIVE, FINAL
 
 __all__ = [
     "ACTIVE", "DEFAULT_SEEDS", "FINAL", "CancelResult", "ExperimentError", "ExperimentRequest", "GpuInventory",
-    "JobSettings", "PollReport", "SlurmSettings", "cancel_run", "create_experiment", "create_proof_demo",
-    "create_proof_experiment", "default_launchers", "discover_gpus", "experiment_runs", "import_results",
-    "list_experiments", "log_tail", "poll", "results_row",
+    "JobSettings", "PollReport", "SlurmSettings", "can_resume", "cancel_run", "create_experiment",
+    "create_proof_demo", "create_proof_experiment", "default_launchers", "discover_gpus", "experiment_runs",
+    "import_results", "list_experiments", "log_tail", "poll", "results_row", "resume_run",
 ]

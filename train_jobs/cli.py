@@ -1,4 +1,4 @@
-"""Command line for training jobs: ``python -m train_jobs {poll,list,cancel,gpus}``.
+"""Command line for training jobs: ``python -m train_jobs {poll,list,cancel,resume,gpus}``.
 
 ``poll --watch 10`` keeps the queue moving and the runs reconciled while nobody has the app open
 (e.g. as a systemd service next to Streamlit). Instance folder, database and job settings come from
@@ -19,6 +19,7 @@ from cftclip_core.errors import CftClipError
 from train_jobs.experiments import experiment_runs, list_experiments
 from train_jobs.gpus import discover_gpus
 from train_jobs.reconcile import cancel_run, default_launchers, poll
+from train_jobs.resume import resume_run
 from train_jobs.settings import JobSettings
 
 EXIT_USER_ERROR = 2
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="experiments and their runs")
     cancel = sub.add_parser("cancel", help="cancel a run (SIGTERM; it keeps a resumable checkpoint)")
     cancel.add_argument("run_id", type=int)
+    resume = sub.add_parser("resume", help="queue a failed or cancelled run again, from its last checkpoint")
+    resume.add_argument("run_id", type=int)
     sub.add_parser("gpus", help="the GPUs of this machine")
     return parser
 
@@ -72,6 +75,9 @@ def _run(args: argparse.Namespace, settings: Settings, factory, job_settings: Jo
             time.sleep(args.watch)
     if args.command == "cancel":
         print(cancel_run(factory, args.run_id, None, default_launchers(job_settings)).message)
+        return 0
+    if args.command == "resume":
+        print(resume_run(factory, args.run_id, None))
         return 0
     with factory() as session:  # list
         for experiment in list_experiments(session):

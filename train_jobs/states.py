@@ -1,6 +1,7 @@
 """The run state machine, and what a job's exit status means.
 
 queued -> starting -> running -> succeeded | failed | cancelled | lost
+failed | cancelled -> queued: resumed from the run's last checkpoint (``train_jobs.resume``)
 
 ``starting``: handed to a backend (process spawned, or pending in Slurm), no sign of work yet.
 ``running``: the process works (a heartbeat was seen, or Slurm says RUNNING).
@@ -19,7 +20,8 @@ from annotations.models import RUN_STATES, TrainRun, utcnow
 QUEUED, STARTING, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST = RUN_STATES
 ACTIVE = (QUEUED, STARTING, RUNNING)  # the studio still expects something from these
 LAUNCHED = (STARTING, RUNNING)  # a process or a Slurm job exists (or should)
-FINAL = (SUCCEEDED, FAILED, CANCELLED)
+FINAL = (SUCCEEDED, FAILED, CANCELLED)  # ended: nothing moves them but a researcher's resume
+RESUMABLE = (FAILED, CANCELLED)
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     QUEUED: frozenset({STARTING, FAILED, CANCELLED}),
@@ -27,8 +29,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLED, LOST}),
     LOST: frozenset({RUNNING, SUCCEEDED, FAILED, CANCELLED}),
     SUCCEEDED: frozenset(),
-    FAILED: frozenset(),
-    CANCELLED: frozenset(),
+    FAILED: frozenset({QUEUED}),
+    CANCELLED: frozenset({QUEUED}),
 }
 
 EXIT_OK = 0
@@ -64,7 +66,7 @@ def outcome_of_exit(exit_code: int, *, cancel_requested: bool) -> Outcome:
     if exit_code == EXIT_TERMINATED:
         why = "cancelled" if cancel_requested else "stopped by SIGTERM without a cancel from the studio (a scheduler " \
                                                    "time limit or preemption?)"
-        return Outcome(CANCELLED, f"{why}; the last checkpoint (RUN_DIR/last) is kept and --resume continues it")
+        return Outcome(CANCELLED, f"{why}; the last checkpoint (RUN_DIR/last) is kept: Resume continues it")
     if exit_code == EXIT_USER_ERROR:
         return Outcome(FAILED, "the job refused its configuration or data before training (see the log's last lines)")
     if exit_code == EXIT_KILLED:
