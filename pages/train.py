@@ -18,6 +18,7 @@ from cftclip_core.loss import LOSSES, build_loss
 from cftclip_core.models import KNOWN_MODELS
 from cftclip_core.scoring import PRECISIONS
 from cftclip_core.training import SCHEDULES
+from pages import charts
 from pages.common import escape_markdown, require_role, show_error, studio
 from train_jobs import api, views
 from train_jobs.demo import proof_grid
@@ -265,6 +266,27 @@ def cancel(run_id: int) -> None:
         st.session_state[RUN_ACTION] = str(exc)
 
 
+def delete(experiment_id: int) -> None:
+    try:
+        st.session_state[RUN_ACTION] = api.delete_experiment(app.sessions, experiment_id)
+    except CftClipError as exc:
+        st.session_state[RUN_ACTION] = str(exc)
+    else:
+        st.session_state.pop(CHOSEN, None)
+        charts.clear_caches()  # its score sets are gone from the results pages
+
+
+def delete_control(experiment: Experiment, runs: list[TrainRun]) -> None:
+    busy = any(run.state in (*api.ACTIVE, "lost") for run in runs)
+    with st.popover("Delete experiment", icon=":material/delete:", disabled=busy,
+                    help="Cancel its runs first." if busy else None):
+        st.markdown(f"Deletes **{escape_markdown(experiment.name)}**: its {len(runs)} run(s), the score sets they "
+                    f"produced (with their triage verdicts) and its folder `{experiment.folder}`, checkpoints "
+                    "included. This cannot be undone.")
+        st.button("Delete for good", type="primary", key=f"delete_{experiment.id}", on_click=delete,
+                  args=(experiment.id,))
+
+
 def resume(run_id: int) -> None:
     try:
         st.session_state[RUN_ACTION] = api.resume_run(app.sessions, run_id, user.id)
@@ -306,6 +328,7 @@ def experiment_detail(experiment: Experiment, runs: list[TrainRun]) -> None:
     about = [views.describe(experiment), experiment.backend, f"config {experiment.config_hash[:12]}",
              f"folder {experiment.folder}", experiment.note]
     st.caption(escape_markdown(" · ".join(part for part in about if part)))
+    delete_control(experiment, runs)
     curves = {run.id: curves_of(run.run_dir, views.log_stamp(run.run_dir)) for run in runs}
     for run in runs:
         run_row(run, curves[run.id])
@@ -314,9 +337,6 @@ def experiment_detail(experiment: Experiment, runs: list[TrainRun]) -> None:
         for run in active:
             cancel(run.id)
         st.rerun(scope="fragment")
-    message = st.session_state.pop(RUN_ACTION, None)
-    if message:
-        st.info(escape_markdown(message), icon=":material/info:")
     relaunched = len({run.seed for run in runs}) < len(runs)  # a seed run again: tell its runs apart
     labels = {run.id: f"seed {run.seed}" + (f" (run {run.id})" if relaunched else "") for run in runs}
     loss, validation = views.experiment_curves({labels[run.id]: curves[run.id] for run in runs})
@@ -349,6 +369,9 @@ def live_view() -> None:
     else:
         for run_id, why in report.schedule.failed.items():
             st.error(escape_markdown(f"Run {run_id} could not start: {why}"))
+    message = st.session_state.pop(RUN_ACTION, None)  # of the last cancel, resume or delete
+    if message:
+        st.info(escape_markdown(message), icon=":material/info:")
     with app.sessions() as session:
         summary = views.experiment_summaries(session)
         proof = views.proof_comparison(session)

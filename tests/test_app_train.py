@@ -303,6 +303,23 @@ def test_resume_button_queues_a_cancelled_run_again_from_its_checkpoint(
         assert session.get(TrainRun, bare.id).state == "cancelled"
 
 
+def test_an_ended_experiment_is_deleted_from_the_page(app_instance, launcher, dataset: int) -> None:  # noqa: ANN001
+    experiment_id = queued_experiment(app_instance, dataset, seeds=(0,))
+    at = open_train(app_instance)
+    with sessions(app_instance)() as session:
+        run = experiment_runs(session, experiment_id)[0]
+        folder = Path(session.get(Experiment, experiment_id).folder)
+    at.button(key=f"cancel_{run.id}").click().run()  # a launched run is cancelled first...
+    Path(run.run_dir).mkdir(parents=True, exist_ok=True)
+    runfiles.write_exit(Path(run.run_dir), 143, cancel_seen=True)  # ...and stops
+    at.run()
+    at.button(key=f"delete_{experiment_id}").click().run()
+    assert not at.exception
+    assert any(f"Deleted 'watched': 1 run(s), 0 score set(s) and the folder {folder}." in plain(i.value)
+               for i in at.info)
+    assert any("No experiment yet" in plain(i.value) for i in at.info) and not folder.exists()
+
+
 def test_one_click_demo_queues_the_synthetic_proof_for_both_worlds_and_every_arm(
         app_instance, launcher) -> None:  # noqa: ANN001
     at = open_train(app_instance)

@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 
 from annotations.db import write_session
 from annotations.importer import import_dataset
-from annotations.models import Experiment, Item, ScoreSet, TrainRun, utcnow
+from annotations.models import Experiment, Item, Score, ScoreSet, TrainRun, TriageDecision, utcnow
 from annotations.review import set_gold
 from annotations.users import create_user
 from cftclip_core.errors import CftClipError, ConfigError
@@ -36,7 +36,7 @@ from cftclip_core.synthetic import WorldConfig, generate_dataset
 from train_jobs import procs, runfiles, states
 from train_jobs.api import (
     ExperimentError, ExperimentRequest, JobSettings, cancel_run, create_experiment, create_proof_experiment,
-    experiment_runs, import_results, poll, results_row, resume_run,
+    delete_experiment, experiment_runs, import_results, poll, results_row, resume_run,
 )
 from train_jobs.gpus import Gpu, GpuInventory, discover_gpus
 from train_jobs.launchers import BackendStatus, Launched, LaunchSpec
@@ -544,6 +544,31 @@ def test_unreadable_results_are_recorded_and_leave_no_score_set(factory, instanc
     assert "'someone-else') are not items of the evaluation dataset" in run.results_error
     with factory() as session:
         assert session.scalar(select(func.count()).select_from(ScoreSet)) == 0
+
+
+def test_deleting_an_ended_experiment_removes_its_runs_score_sets_verdicts_and_folder(
+        factory, instance, dataset: int) -> None:  # noqa: ANN001
+    run = import_results(factory, finished_run(factory, instance, dataset).id)
+    kept = create_experiment(factory, instance, request(dataset, name="kept"), inventory=CPU_ONLY)
+    with write_session(factory) as session:
+        score_set = session.scalars(select(ScoreSet).where(ScoreSet.train_run_id == run.id)).one()
+        session.add(TriageDecision(item_id=session.scalars(select(Item.id)).first(), score_set_id=score_set.id,
+                                   verdict="ambiguous", note="", decided_at=utcnow()))
+        experiment = session.get(Experiment, run.experiment_id)
+    folder = Path(experiment.folder)
+    with pytest.raises(ExperimentError, match="'kept' still has 1 run\\(s\\) queued"):
+        delete_experiment(factory, kept.id)
+
+    said = delete_experiment(factory, experiment.id)
+    assert said == f"Deleted 'exp': 1 run(s), 1 score set(s) and the folder {folder}."
+    assert not folder.exists() and Path(kept.folder).is_dir()
+    with factory() as session:
+        assert [e.name for e in session.scalars(select(Experiment))] == ["kept"]
+        assert session.scalar(select(func.count()).select_from(TrainRun)) == 1
+        for table in (ScoreSet, Score, TriageDecision):
+            assert session.scalar(select(func.count()).select_from(table)) == 0
+    with pytest.raises(ExperimentError, match="deleted already"):
+        delete_experiment(factory, experiment.id)
 
 
 def test_a_run_cancelled_before_it_saved_anything_says_there_is_no_checkpoint(factory, instance, dataset: int) -> None:  # noqa: ANN001

@@ -2,14 +2,14 @@
 
 Typical page flow: ``poll`` on every refresh (it reconciles and launches), ``create_experiment`` /
 ``create_proof_experiment`` from a form, ``list_experiments`` + ``experiment_runs`` for the tables,
-``log_tail`` for a run's log, ``cancel_run`` and ``resume_run`` from buttons, ``discover_gpus`` to show the machine,
-``create_proof_demo`` for the one-click demo. ``train_jobs.views`` computes what the page draws.
+``log_tail`` for a run's log, ``cancel_run``, ``resume_run`` and ``delete_experiment`` from buttons,
+``discover_gpus`` to show the machine, ``create_proof_demo`` for the one-click demo. ``train_jobs.views`` computes what the page draws.
 """
 
 from train_jobs.demo import create_proof_demo
 from train_jobs.experiments import (
-    DEFAULT_SEEDS, ExperimentError, ExperimentRequest, create_experiment, create_proof_experiment, experiment_runs,
-    list_experiments,
+    DEFAULT_SEEDS, ExperimentError, ExperimentRequest, create_experiment, create_proof_experiment, delete_experiment,
+    experiment_runs, list_experiments,
 )
 from train_jobs.gpus import GpuInventory, discover_gpus
 from train_jobs.reconcile import CancelResult, PollReport, cancel_run, default_launchers, poll
@@ -22,6 +22,6 @@ from train_jobs.states import ACTIVE, FINAL
 __all__ = [
     "ACTIVE", "DEFAULT_SEEDS", "FINAL", "CancelResult", "ExperimentError", "ExperimentRequest", "GpuInventory",
     "JobSettings", "PollReport", "SlurmSettings", "can_resume", "cancel_run", "create_experiment",
-    "create_proof_demo", "create_proof_experiment", "default_launchers", "discover_gpus", "experiment_runs",
-    "import_results", "list_experiments", "log_tail", "poll", "results_row", "resume_run",
+    "create_proof_demo", "create_proof_experiment", "default_launchers", "delete_experiment", "discover_gpus",
+    "experiment_runs", "import_results", "list_experiments", "log_tail", "poll", "results_row", "resume_run",
 ]

@@ -1,4 +1,4 @@
-"""Create an experiment: one validated config run once per seed (default 0-4), as queued runs.
+"""Create an experiment: one validated config run once per seed (default 0-4), as queued runs; delete one.
 
 Everything is checked before anything is written: the config (errors name the field), the seeds, the
 backend and its GPUs, the datasets (a training split, a validation split, labels on the evaluation
@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from annotations.db import write_session
 from annotations.importer import export_dataset, get_dataset
-from annotations.models import BACKENDS, Experiment, Item, TrainRun, utcnow
+from annotations.models import BACKENDS, Experiment, Item, ScoreSet, TrainRun, utcnow
 from annotations.review import gold_frame
 from annotations.settings import Settings
 from cftclip_core.errors import CftClipError, ConfigError
-from train_jobs import commands, provenance, runfiles
+from train_jobs import commands, provenance, runfiles, states
 from train_jobs.gpus import GpuInventory, discover_gpus
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -161,6 +161,33 @@ def experiment_runs(session: Session, experiment_id: int) -> list[TrainRun]:
     """The runs of an experiment by seed (a relaunched seed after its earlier run)."""
     return list(session.scalars(select(TrainRun).where(TrainRun.experiment_id == experiment_id)
                                 .order_by(TrainRun.seed, TrainRun.id)))
+
+
+def delete_experiment(factory: sessionmaker[Session], experiment_id: int) -> str:
+    """Delete an experiment whose runs have all ended: its runs, the score sets they produced (with their
+    scores and triage verdicts) and its folder. Returns what was deleted, in words.
+
+    Refused while a run is queued, starting, running or lost (its process may still write to the folder).
+    """
+    with write_session(factory) as session:
+        experiment = session.get(Experiment, experiment_id, with_for_update=True)
+        if experiment is None:
+            raise ExperimentError(f"No experiment with id {experiment_id}; it may have been deleted already.")
+        runs = experiment_runs(session, experiment_id)
+        busy = [run for run in runs if run.state in (*states.ACTIVE, states.LOST)]
+        if busy:
+            raise ExperimentError(f"'{experiment.name}' still has {len(busy)} run(s) queued, running or lost; cancel "
+                                  "them first (a cancel also settles a lost run), then delete it.")
+        produced = select(ScoreSet.id).where(ScoreSet.train_run_id.in_([run.id for run in runs]))
+        n_score_sets = session.scalar(select(func.count()).select_from(produced.subquery()))
+        session.execute(delete(ScoreSet).where(ScoreSet.id.in_(produced)))  # scores and verdicts cascade
+        session.execute(delete(Experiment).where(Experiment.id == experiment_id))  # its runs cascade
+        name, folder = experiment.name, Path(experiment.folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    said = f"Deleted '{name}': {len(runs)} run(s), {n_score_sets} score set(s) and the folder {folder}."
+    if folder.exists():
+        said += " Part of the folder could not be removed (permissions?); delete what is left by hand."
+    return said
 
 
 # --- checks --------------------------------------------------------------------------------------------
