@@ -107,8 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = commands.add_parser("synthetic", help="generate a synthetic news set",
                                 description="Generate a synthetic news-thumbnail dataset (people in contexts).")
-    synthetic.add_arguments(synth)
-    synth.set_defaults(run=synthetic.run_cli)
+    synth.add_argument("out_dir", type=Path)
+    synth.add_argument("--items", type=int, default=2000, help="number of images to render")
+    synth.add_argument("--people", type=int, default=16)
+    synth.add_argument("--backgrounds", type=int, default=8)
+    synth.add_argument("--objects", type=int, default=4)
+    synth.add_argument("--colours", type=int, default=4)
+    synth.add_argument("--contexts", type=int, default=None, help="e.g. 6 for the few-contexts world")
+    synth.add_argument("--size", type=int, default=64, help="image side in pixels")
+    synth.add_argument("--noise", type=float, default=0.03)
+    synth.add_argument("--world-seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--splits", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"))
+    synth.add_argument("--negatives", type=float, default=0.5, help="fraction of rows with another person's name")
+    synth.add_argument("--pairs", action="store_true", help="each image twice: positive and negative text")
+    synth.add_argument("--anonymous", action="store_true", help='"A person ..." texts, no labels')
+    synth.add_argument("--overwrite", action="store_true")
+    synth.set_defaults(run=run_synthetic)
 
     counter = commands.add_parser("counterfactual", help="add counterfactual texts (PERSON names replaced) to a table")
     counter.add_argument("--data", required=True, type=Path, help="table file (.csv, .jsonl, .parquet)")
@@ -229,6 +244,19 @@ def run_model_info(args: argparse.Namespace) -> int:
     print(json.dumps({"name": loaded.name, "fingerprint": loaded.fingerprint, "tiny": loaded.is_tiny,
                       "max_text_tokens": loaded.max_text_tokens,
                       "parameters": sum(p.numel() for p in loaded.model.parameters())}, indent=2))
+    return 0
+
+
+def run_synthetic(args: argparse.Namespace) -> int:
+    world = synthetic.WorldConfig(n_people=args.people, n_backgrounds=args.backgrounds, n_objects=args.objects,
+                                  n_colours=args.colours, n_contexts=args.contexts, image_size=args.size,
+                                  noise_std=args.noise, seed=args.world_seed)
+    with tqdm(total=args.items, unit="img") as bar:
+        path = synthetic.generate_dataset(args.out_dir, args.items, world, split_fractions=args.splits,
+                                          negative_fraction=args.negatives, pairs=args.pairs,
+                                          anonymous=args.anonymous, seed=args.seed, overwrite=args.overwrite,
+                                          progress=lambda done, _total: bar.update(done - bar.n))
+    print(f"Table: {path}")
     return 0
 
 

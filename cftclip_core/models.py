@@ -127,9 +127,12 @@ def tower_depths(name: str) -> tuple[int, int] | None:
         return TINY_LAYERS, TINY_LAYERS
     path = Path(name).expanduser()
     try:
-        config = CLIPConfig.from_pretrained(str(path) if path.is_dir() else name, local_files_only=True)
+        found, _ = CLIPConfig.get_config_dict(str(path) if path.is_dir() else name, local_files_only=True)
     except (OSError, ValueError):
         return None
+    if found.get("model_type") != "clip":  # no config.json (an empty dict), or not a CLIP model
+        return None
+    config = CLIPConfig.from_dict(found)
     return config.text_config.num_hidden_layers, config.vision_config.num_hidden_layers
 
 

@@ -9,12 +9,11 @@ share the positive's context, which is the regime where counterfactual (name-swa
 matter; ``WorldConfig(n_contexts=6)`` gives the opposite regime.
 
 Everything depends only on the seeds: the same arguments give byte-identical images and tables.
-Command line: ``python -m cftclip_core.synthetic OUT_DIR --items 2000``.
+Command line: ``python -m cftclip_core synthetic OUT_DIR --items 2000``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
@@ -733,41 +732,3 @@ def load_world(path: str | os.PathLike[str]) -> World:
         raise DataError(f"{json_path} was made by a different version of the generator (people or contexts "
                         "differ); regenerate the dataset with this version.")
     return world
-
-
-# --- command line -------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``python -m cftclip_core synthetic``."""
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--items", type=int, default=2000, help="number of images to render")
-    parser.add_argument("--people", type=int, default=16)
-    parser.add_argument("--backgrounds", type=int, default=8)
-    parser.add_argument("--objects", type=int, default=4)
-    parser.add_argument("--colours", type=int, default=4)
-    parser.add_argument("--contexts", type=int, default=None, help="e.g. 6 for the few-contexts world")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
-    parser.add_argument("--noise", type=float, default=0.03)
-    parser.add_argument("--world-seed", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--splits", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"))
-    parser.add_argument("--negatives", type=float, default=0.5, help="fraction of rows with another person's name")
-    parser.add_argument("--pairs", action="store_true", help="each image twice: positive and negative text")
-    parser.add_argument("--anonymous", action="store_true", help='"A person ..." texts, no labels')
-    parser.add_argument("--overwrite", action="store_true")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Generate the dataset ``args`` (from ``add_arguments``) describe, with a progress bar."""
-    from tqdm import tqdm
-
-    cfg = WorldConfig(n_people=args.people, n_backgrounds=args.backgrounds, n_objects=args.objects,
-                      n_colours=args.colours, n_contexts=args.contexts, image_size=args.size,
-                      noise_std=args.noise, seed=args.world_seed)
-    with tqdm(total=args.items, unit="img") as bar:
-        path = generate_dataset(args.out_dir, args.items, cfg, split_fractions=args.splits,
-                                negative_fraction=args.negatives, pairs=args.pairs, anonymous=args.anonymous,
-                                seed=args.seed, overwrite=args.overwrite,
-                                progress=lambda done, _total: bar.update(done - bar.n))
-    print(f"Table: {path}")
-    return 0
-

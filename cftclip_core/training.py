@@ -90,6 +90,8 @@ class TrainConfig:
         def is_int(v: object) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
 
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise bad("model", "give a hub id (e.g. openai/clip-vit-large-patch14) or a local model folder")
         if self.loss not in LOSSES:
             raise bad("loss", f"choose one of {', '.join(LOSSES)}")
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):

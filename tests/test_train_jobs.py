@@ -36,7 +36,7 @@ from cftclip_core.synthetic import WorldConfig, generate_dataset
 from train_jobs import procs, runfiles, states
 from train_jobs.api import (
     ExperimentError, ExperimentRequest, JobSettings, cancel_run, create_experiment, create_proof_experiment,
-    delete_experiment, experiment_runs, import_results, poll, results_row, resume_run,
+    can_resume, delete_experiment, experiment_runs, import_results, poll, results_row, resume_run,
 )
 from train_jobs.gpus import Gpu, GpuInventory, discover_gpus
 from train_jobs.launchers import BackendStatus, Launched, LaunchSpec
@@ -189,14 +189,19 @@ def test_proof_experiment_runs_the_proof_command(factory, instance) -> None:  # 
         create_proof_experiment(factory, instance, name="bad", arm="cft; rm -rf /", inventory=CPU_ONLY)
 
 
-def end_run(factory, run_id: int, state: str) -> TrainRun:  # noqa: ANN001
+def end_run(factory, run_id: int, state: str, exit_code: int = 143, host: str | None = None) -> TrainRun:  # noqa: ANN001
     with write_session(factory) as session:
         run = session.get(TrainRun, run_id)
-        run.state, run.exit_code, run.finished_at = state, 143, utcnow()
+        run.state, run.exit_code, run.host, run.finished_at = state, exit_code, host, utcnow()
         return run
 
 
-def test_resume_needs_an_ended_training_run_with_a_resumable_checkpoint(factory, instance, dataset: int) -> None:  # noqa: ANN001
+def current_state(factory, run_id: int) -> str:  # noqa: ANN001
+    with factory() as session:
+        return session.get(TrainRun, run_id).state
+
+
+def test_resume_is_refused_with_the_reason_and_changes_nothing(factory, instance, dataset: int) -> None:  # noqa: ANN001
     experiment = create_experiment(factory, instance, request(dataset), inventory=CPU_ONLY)
     with factory() as session:
         run = experiment_runs(session, experiment.id)[0]
@@ -208,33 +213,69 @@ def test_resume_needs_an_ended_training_run_with_a_resumable_checkpoint(factory,
     run = end_run(factory, run.id, "cancelled")
     with pytest.raises(CftClipError, match="saved no resumable checkpoint"):
         resume_run(factory, run.id, None)
-    assert current_state(factory, run.id) == "cancelled"  # a refusal changes nothing
-
     last = Path(run.run_dir) / runfiles.LAST
     last.mkdir(parents=True)
     (last / "trainer_state.pt").write_bytes(b"saved")
-    for name in (runfiles.EXIT, runfiles.HEARTBEAT, runfiles.METRICS, runfiles.EVAL_METRICS):
-        (Path(run.run_dir) / name).parent.mkdir(parents=True, exist_ok=True)
-        (Path(run.run_dir) / name).write_text("{}")
-    assert "queued again" in resume_run(factory, run.id, None)
-    with factory() as session:
-        resumed = session.get(TrainRun, run.id)
-    assert (resumed.state, resumed.exit_code, resumed.command[-1]) == ("queued", None, "--resume")
-    assert "resumed by the command line" in resumed.reason
-    assert not any((Path(run.run_dir) / name).exists() for name in (runfiles.EXIT, runfiles.HEARTBEAT, runfiles.METRICS))
-    assert not (Path(run.run_dir) / "eval").exists() and (last / "trainer_state.pt").is_file()
+    end_run(factory, run.id, "failed", exit_code=2)  # a NaN loss or a refused config
+    with pytest.raises(CftClipError, match="would fail the same way"):
+        resume_run(factory, run.id, None)
+    end_run(factory, run.id, "cancelled", host="another-machine")
+    with pytest.raises(CftClipError, match="ran on another-machine, not on this machine"):
+        resume_run(factory, run.id, None)
+    assert current_state(factory, run.id) == "cancelled" and not can_resume(current(factory, run.id))
 
     proof = create_proof_experiment(factory, instance, name="proof", seeds=(0,), inventory=CPU_ONLY)
     with factory() as session:
         proof_run = experiment_runs(session, proof.id)[0]
-    end_run(factory, proof_run.id, "failed")
+    Path(proof_run.run_dir, runfiles.LAST).mkdir(parents=True)  # the proof trains into its run folder too
+    Path(proof_run.run_dir, runfiles.LAST, "trainer_state.pt").write_bytes(b"saved")
+    proof_run = end_run(factory, proof_run.id, "cancelled")
+    assert not can_resume(proof_run)
     with pytest.raises(CftClipError, match="synthetic-proof run"):
         resume_run(factory, proof_run.id, None)
 
 
-def current_state(factory, run_id: int) -> str:  # noqa: ANN001
+def test_resume_sets_the_stopped_attempt_aside_and_queues_the_run_with_resume(
+        factory, instance, dataset: int, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    experiment = create_experiment(factory, instance, request(dataset), inventory=CPU_ONLY)
     with factory() as session:
-        return session.get(TrainRun, run_id).state
+        run = experiment_runs(session, experiment.id)[0]
+    run_dir = Path(run.run_dir)
+    (run_dir / runfiles.LAST).mkdir(parents=True)
+    (run_dir / runfiles.LAST / "trainer_state.pt").write_bytes(b"saved")
+    outcomes = (runfiles.EXIT, runfiles.HEARTBEAT, runfiles.METRICS, runfiles.EVAL_METRICS)
+    for name in outcomes:
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("{}")
+    Path(run.log_path).write_text("Traceback (most recent call last):\nRuntimeError: the stopped attempt's\n")
+    run = end_run(factory, run.id, "cancelled", host=socket.gethostname())
+    assert can_resume(run)
+
+    def refused(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        raise RuntimeError("the database refused")
+    with monkeypatch.context() as patch:
+        patch.setattr("train_jobs.resume.states.move", refused)
+        with pytest.raises(RuntimeError):
+            resume_run(factory, run.id, None)
+    assert current_state(factory, run.id) == "cancelled"
+    assert all((run_dir / name).is_file() for name in outcomes)  # put back: nothing changed half-way
+
+    assert "queued again" in resume_run(factory, run.id, None)
+    resumed = current(factory, run.id)
+    assert (resumed.state, resumed.exit_code, resumed.host, resumed.command[-1]) == ("queued", None, None, "--resume")
+    assert "resumed by the command line" in resumed.reason
+    assert not any((run_dir / name).exists() for name in outcomes)
+    assert all((run_dir / "stopped-attempt" / name).is_file() for name in outcomes)
+    assert (run_dir / runfiles.LAST / "trainer_state.pt").is_file()
+    assert runfiles.last_error_line(run.log_path) == ""  # the stopped attempt's error is not the new one's
+    with open(run.log_path, "a") as log:
+        log.write("error: the new attempt's\n")
+    assert runfiles.last_error_line(run.log_path) == "error: the new attempt's"
+
+
+def current(factory, run_id: int) -> TrainRun:  # noqa: ANN001
+    with factory() as session:
+        return session.get(TrainRun, run_id)
 
 
 # --- GPU discovery -------------------------------------------------------------------------------------

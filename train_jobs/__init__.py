@@ -3,11 +3,12 @@ processes (local, torchrun, Slurm), followed through heartbeat and exit files, a
 
 The database row of a run is the source of truth; jobs never import the app. Pages use
 ``train_jobs.api``. Modules: ``states`` (the state machine), ``experiments`` (create one from a
-validated config), ``jobqueue`` (GPU slots, launching), ``launchers`` + ``slurm`` (one interface,
-three backends), ``wrap`` (the process that runs a job and records its exit status), ``reconcile``
-(poll, cancel, lost runs), ``results`` (import a finished run), ``gpus`` (discovery), ``runfiles``
-(what a run folder holds), ``procs`` (process identity and signals), ``provenance``, ``settings``,
-``views`` (what the Train page shows: summaries, curves, ETA) and ``demo`` (the one-click synthetic proof).
+validated config, delete one), ``jobqueue`` (GPU slots, launching), ``launchers`` + ``slurm`` (one
+interface, three backends), ``wrap`` (the process that runs a job and records its exit status),
+``reconcile`` (poll, cancel, lost runs), ``resume`` (queue a stopped run again from its checkpoint),
+``results`` (import a finished run), ``gpus`` (discovery), ``runfiles`` (what a run folder holds),
+``procs`` (process identity and signals), ``provenance``, ``settings``, ``views`` (what the Train page
+shows: summaries, curves, ETA) and ``demo`` (the one-click synthetic proof).
 
 This package imports nothing at load time, so the job wrapper (``python -m train_jobs.wrap``) starts fast.
 """

@@ -3,7 +3,8 @@
 Typical page flow: ``poll`` on every refresh (it reconciles and launches), ``create_experiment`` /
 ``create_proof_experiment`` from a form, ``list_experiments`` + ``experiment_runs`` for the tables,
 ``log_tail`` for a run's log, ``cancel_run``, ``resume_run`` and ``delete_experiment`` from buttons,
-``discover_gpus`` to show the machine, ``create_proof_demo`` for the one-click demo. ``train_jobs.views`` computes what the page draws.
+``discover_gpus`` to show the machine, ``create_proof_demo`` for the one-click demo. ``train_jobs.views``
+computes what the page draws.
 """
 
 from train_jobs.demo import create_proof_demo

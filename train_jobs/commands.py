@@ -80,8 +80,10 @@ def validate_train_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"TrainConfig.{name}={value!r} is not valid: use a finite number.")
     checked = TrainConfig(**config)
-    text_layers, vision_layers = tower_depths(checked.model) or (None, None)
-    checked.validate(text_layers=text_layers, vision_layers=vision_layers)
+    checked.validate()
+    depths = tower_depths(checked.model)
+    if depths is not None:
+        checked.validate(text_layers=depths[0], vision_layers=depths[1])
     return config
 
 

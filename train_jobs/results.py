@@ -29,10 +29,11 @@ TINY_MARKER = "cftclip_tiny.json"  # in a checkpoint fine-tuned from the tiny of
 TRUE_TEXTS = ("true", "1", "yes")
 
 
-def import_results(factory: sessionmaker[Session], run_id: int) -> TrainRun:
-    """Import the results of a finished run (see module docstring); returns the updated run.
+def import_results(factory: sessionmaker[Session], run_id: int) -> TrainRun | None:
+    """Import the results of a finished run (see module docstring); returns the updated run (None if deleted).
 
-    Errors do not raise: they are recorded in ``results_error`` for the page to show (and a retry).
+    Errors do not raise: they are recorded in ``results_error`` for the page to show (and a retry). A run
+    that is no longer finished (resumed meanwhile) is left alone: its next end brings its own results.
     """
     with factory() as session:
         run = session.get(TrainRun, run_id)
@@ -40,7 +41,7 @@ def import_results(factory: sessionmaker[Session], run_id: int) -> TrainRun:
             raise DataError(f"No training run with id {run_id}; it may have been deleted with its experiment.")
         experiment = session.get(Experiment, run.experiment_id)
     if run.state not in states.FINAL:
-        raise DataError(f"Run {run_id} is {run.state}; results are imported when it has finished.")
+        return run
     run_dir = Path(run.run_dir)
     try:
         metrics = runfiles.read_json(run_dir / runfiles.METRICS)
@@ -54,9 +55,11 @@ def import_results(factory: sessionmaker[Session], run_id: int) -> TrainRun:
         if wants_scores and not scores_file.is_file():
             raise DataError(f"The run finished but wrote no {runfiles.EVAL_SCORES}; see its log ({run.log_path}).")
         with write_session(factory) as session:
+            current = session.get(TrainRun, run_id)
+            if current is None or current.state != run.state:
+                return current  # resumed (or deleted) while the files were read
             if wants_scores:
                 _add_scores(session, run, experiment, scores_file, checkpoint)
-            current = session.get(TrainRun, run_id)
             current.metrics = metrics if isinstance(metrics, dict) else None
             current.eval_metrics = eval_metrics if isinstance(eval_metrics, dict) else None
             current.checkpoint_path = str(checkpoint) if checkpoint is not None else None
@@ -66,6 +69,8 @@ def import_results(factory: sessionmaker[Session], run_id: int) -> TrainRun:
         log.warning("Results of run %d not imported: %s", run_id, why)
         with write_session(factory) as session:
             current = session.get(TrainRun, run_id)
+            if current is None or current.state != run.state:
+                return current
             current.results_error = why
             current.results_at = utcnow()
     with factory() as session:

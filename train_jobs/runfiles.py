@@ -25,6 +25,7 @@ EVAL_SCORES = "eval/scores.csv"
 BEST = "best"
 LAST = "last"
 DISK_FULL_MARKERS = ("No space left on device", "Disk quota exceeded")
+ATTEMPT_MARKER = "=== cftclip-studio:"  # starts a line the studio writes into job.log when a run is resumed
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,12 @@ def log_tail(path: str | Path, max_bytes: int = 16_000) -> str:
 
 
 def last_error_line(path: str | Path) -> str:
-    """The most telling line at the end of a job's log: an ``error:`` line or the last traceback line."""
-    lines = [line.strip() for line in log_tail(path, 8_000).splitlines() if line.strip()]
+    """The most telling line at the end of a job's log (of its latest attempt, when it was resumed): an
+    ``error:`` line or the last traceback line."""
+    tail = log_tail(path, 8_000)
+    if ATTEMPT_MARKER in tail:  # resumed: only the lines after the studio's marker are this attempt's
+        tail = tail[tail.rfind(ATTEMPT_MARKER):].partition("\n")[2]
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
     for line in reversed(lines):
         if line.startswith("error:") or "Error" in line.split(":")[0] or any(m in line for m in DISK_FULL_MARKERS):
             return line[:500]

@@ -34,7 +34,8 @@ FINAL: dict[str, tuple[str, str]] = {
     "CANCELLED": (states.CANCELLED, "cancelled in Slurm (scancel)"),
     "FAILED": (states.FAILED, "Slurm reports the job failed"),
     "TIMEOUT": (states.FAILED, "stopped at its Slurm time limit (raise CFTCLIP_SLURM_TIME)"),
-    "PREEMPTED": (states.FAILED, "preempted by Slurm for a higher-priority job; launch it again to continue"),
+    "PREEMPTED": (states.FAILED, "preempted by Slurm for a higher-priority job; Resume continues it from its last "
+                                 "checkpoint"),
     "NODE_FAIL": (states.LOST, "its Slurm node failed"),
     "BOOT_FAIL": (states.FAILED, "its Slurm node failed to boot"),
     "OUT_OF_MEMORY": (states.FAILED, "ran out of memory on the node (raise CFTCLIP_SLURM_MEM_PER_GPU)"),

@@ -66,7 +66,8 @@ def outcome_of_exit(exit_code: int, *, cancel_requested: bool) -> Outcome:
     if exit_code == EXIT_TERMINATED:
         why = "cancelled" if cancel_requested else "stopped by SIGTERM without a cancel from the studio (a scheduler " \
                                                    "time limit or preemption?)"
-        return Outcome(CANCELLED, f"{why}; the last checkpoint (RUN_DIR/last) is kept: Resume continues it")
+        return Outcome(CANCELLED, f"{why}; the last checkpoint (RUN_DIR/last) is kept (a training run: Resume "
+                                  "continues it)")
     if exit_code == EXIT_USER_ERROR:
         return Outcome(FAILED, "the job refused its configuration or data before training (see the log's last lines)")
     if exit_code == EXIT_KILLED:
