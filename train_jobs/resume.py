@@ -45,36 +45,36 @@ def resume_run(factory: sessionmaker[Session], run_id: int, user_id: int | None)
     failed on its own settings or data, a proof run, a run with no resumable checkpoint, or a run
     launched on another machine.
     """
-    with write_session(factory) as session:
-        run = session.get(TrainRun, run_id)
-        if run is None:
-            raise CftClipError(f"No training run with id {run_id}; it may have been deleted with its experiment.")
-        # The experiment first, then the run: the order delete_experiment locks them in.
-        session.get(Experiment, run.experiment_id, with_for_update=True)
-        session.refresh(run, with_for_update=True)
-        refusal = _refusal(run)
-        if refusal:
-            raise CftClipError(refusal)
-        run_dir = Path(run.run_dir)
-        user = session.get(User, user_id) if user_id is not None else None
-        who = user.username if user is not None else "the command line"
-        stopped_at = f" (step {run.step})" if run.step else ""
-        moved = _set_aside_outcomes(run_dir)
-        try:
-            states.move(run, states.QUEUED, f"resumed by {who} from its last checkpoint{stopped_at}")
-            if RESUME_FLAG not in run.command:
-                run.command = [*run.command, RESUME_FLAG]
-            for column in ("host", "pid", "pid_started", "slurm_job_id", "exit_code", "heartbeat_at", "phase",
-                           "launched_at", "started_at", "finished_at", "cancel_requested_at", "cancel_requested_by",
-                           "metrics", "eval_metrics", "checkpoint_path", "results_at"):
-                setattr(run, column, None)
-            run.gpus, run.results_error = [], ""
+    moved: list[str] = []
+    marked = False
+    run_dir = log_path = Path()
+    try:
+        with write_session(factory) as session:
+            run = session.get(TrainRun, run_id)
+            if run is None:
+                raise CftClipError(f"No training run with id {run_id}; it may have been deleted with its experiment.")
+            # The experiment first, then the run: the order delete_experiment locks them in.
+            session.get(Experiment, run.experiment_id, with_for_update=True)
+            session.refresh(run, with_for_update=True)
+            refusal = _refusal(run)
+            if refusal:
+                raise CftClipError(refusal)
+            user = session.get(User, user_id) if user_id is not None else None
+            who = user.username if user is not None else "the command line"
+            stopped_at = f" (step {run.step})" if run.step else ""
+            run_dir, log_path = Path(run.run_dir), Path(run.log_path)
+            moved = _set_aside_outcomes(run_dir)
+            _requeue(run, f"resumed by {who} from its last checkpoint{stopped_at}")
             session.flush()
             # Before the commit: once committed, a poll (of this or another app process) may launch it.
-            _mark_log(Path(run.log_path), f"resumed by {who} at {utcnow():%Y-%m-%d %H:%M:%S} UTC")
-        except BaseException:
+            _mark_log(log_path, f"resumed by {who} at {utcnow():%Y-%m-%d %H:%M:%S} UTC")
+            marked = True
+    except BaseException:
+        if moved:  # the database refused the change: the stopped attempt's files go back where they were
             _put_back(run_dir, moved)
-            raise
+        if marked:
+            _mark_log(log_path, "the resume above was not saved; the run was not resumed")
+        raise
     return f"Run {run_id} (seed {run.seed}) is queued again; it continues from its last checkpoint{stopped_at}."
 
 
@@ -96,6 +96,18 @@ def _refusal(run: TrainRun) -> str | None:
         return (f"Run {run.id} ran on {run.host}, not on this machine, and its process there may still be alive; "
                 "resume it from the app on that machine.")
     return None
+
+
+def _requeue(run: TrainRun, reason: str) -> None:
+    """Back to the queue with ``--resume``, with nothing left of the stopped attempt's process or results."""
+    states.move(run, states.QUEUED, reason)
+    if RESUME_FLAG not in run.command:
+        run.command = [*run.command, RESUME_FLAG]
+    for column in ("host", "pid", "pid_started", "slurm_job_id", "exit_code", "heartbeat_at", "phase", "launched_at",
+                   "started_at", "finished_at", "cancel_requested_at", "cancel_requested_by", "metrics",
+                   "eval_metrics", "checkpoint_path", "results_at"):
+        setattr(run, column, None)
+    run.gpus, run.results_error = [], ""
 
 
 def _set_aside_outcomes(run_dir: Path) -> list[str]:
