@@ -25,7 +25,9 @@ def uploaded_table(settings: Settings, filename: str, data: bytes, *, skip_bad_r
 
     Use the table inside the ``with`` block: its images live in the scratch folder until then.
     """
-    scratch = Path(tempfile.mkdtemp(prefix="upload-", dir=settings.ensure().instance_dir / "tmp"))
+    scratch_root = settings.ensure().instance_dir / "tmp"
+    scratch_root.mkdir(exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="upload-", dir=scratch_root))
     try:
         name = PurePosixPath(filename).name or "upload"
         if name.lower().endswith(".zip"):
