@@ -1,6 +1,5 @@
 """Review: agreement, the queue of disagreements and flags, gold labels, dataset settings, export."""
 
-import math
 
 import pandas as pd
 import streamlit as st
@@ -10,6 +9,7 @@ from annotations.score_sets import is_meaningless, score_set_median, score_sets_
 from annotations.labeling import set_annotation_settings
 from annotations.review import export_table, review_item, review_queue, review_summary, set_gold
 from cftclip_core.errors import CftClipError
+from pages import charts
 from pages.common import media_path, plain_text, require_role, show_error, studio
 
 user = require_role("researcher", "admin")
@@ -23,11 +23,6 @@ if not datasets:
     st.stop()
 dataset = datasets[st.selectbox("Dataset", list(datasets), key="review_dataset")]
 
-
-def number(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
 agreement_tab, queue_tab, settings_tab, export_tab = st.tabs(["Agreement", "Review queue", "Settings", "Export"])
 
 with agreement_tab:
@@ -38,10 +33,11 @@ with agreement_tab:
     cols = st.columns(5)
     cols[0].metric("Votes", report.n_votes)
     cols[1].metric("Items with 2+ votes", f"{report.n_items_multi} of {summary.n_items}")
-    cols[2].metric("Percent agreement", number(report.percent.pairwise),
+    agreeing = report.percent.pairwise
+    cols[2].metric("Percent agreement", "n/a" if agreeing is None or pd.isna(agreeing) else f"{agreeing:.1%}",
                    help="Share of agreeing annotator pairs per item, averaged over items with 2+ votes.")
-    cols[3].metric("Fleiss' kappa", number(report.fleiss.kappa), help=kappa_help)
-    cols[4].metric("Krippendorff's alpha", number(report.krippendorff.alpha), help=kappa_help)
+    cols[3].metric("Fleiss' kappa", charts.number(report.fleiss.kappa), help=kappa_help)
+    cols[4].metric("Krippendorff's alpha", charts.number(report.krippendorff.alpha), help=kappa_help)
     for note in {report.fleiss.note, report.krippendorff.note, report.percent.note} - {"", None}:
         st.caption(note)
     st.subheader("Annotators")
@@ -76,7 +72,9 @@ with queue_tab:
         st.caption(f"{len(queue)} item(s) with disagreement or a flag; {undecided} not settled yet. "
                    "Gold is the majority vote unless you settle an item here.")
         st.dataframe(queue[["external_id", "n_votes", "n_yes", "n_no", "flagged", "majority", "gold", "gold_method"]],
-                     hide_index=True, width="stretch")
+                     hide_index=True, width="stretch", column_config={
+                         "external_id": "Item", "n_votes": "Votes", "n_yes": "Yes", "n_no": "No", "flagged": "Flagged",
+                         "majority": "Majority", "gold": "Gold", "gold_method": "Gold from"})
         chosen = st.selectbox("Item to settle", queue["item_id"].tolist(),
                               format_func=dict(zip(queue["item_id"], queue["external_id"])).get)
         row = queue[queue["item_id"] == chosen].iloc[0]
@@ -89,15 +87,18 @@ with queue_tab:
             plain_text(item.summary)
             st.dataframe(answers, hide_index=True, width="stretch")
         with st.form(f"gold-{chosen}"):
+            current = None if pd.isna(row["gold"]) else int(row["gold"])  # a tie has none: nothing is preselected
             value = st.radio("Gold label", [1, 0], horizontal=True,
                              format_func={1: "1: shows an actor", 0: "0: no actor"}.get,
-                             index=0 if not pd.isna(row["gold"]) and row["gold"] == 1 else 1)
+                             index=None if current is None else [1, 0].index(current))
             reason = st.text_input("Reason (required)", value=row["gold_reason"] if isinstance(row["gold_reason"], str) else "")
             save, withdraw = st.columns(2)
             saved = save.form_submit_button("Save gold label", type="primary")
             withdrawn = withdraw.form_submit_button("Back to the majority vote")
         if saved or withdrawn:
             try:
+                if saved and value is None:
+                    raise CftClipError("Pick the gold label first: 1 (shows an actor) or 0 (no actor).")
                 set_gold(app.sessions, int(chosen), None if withdrawn else value, reason, user.id)
             except CftClipError as exc:
                 show_error(exc)

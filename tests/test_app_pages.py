@@ -178,6 +178,28 @@ def test_review_shows_agreement_and_settles_gold(app_instance) -> None:  # noqa:
         assert gold.reason == "face of the minister is visible" and gold.method == "adjudicated"
 
 
+def test_review_of_a_tie_preselects_no_gold_label(app_instance) -> None:  # noqa: ANN001
+    from annotations.importer import import_dataset
+    from annotations.labeling import cast_vote, next_item
+    from annotations.users import create_user
+    from cftclip_core.formats import read_table
+
+    factory = sessions(app_instance)
+    dataset = import_dataset(factory, app_instance, read_table(demo_table_path()), "tie")
+    for name, value in (("t1", 1), ("t2", 0)):
+        voter = create_user(factory, name, "correct horse battery", "annotator")
+        cast_vote(factory, voter.id, next_item(factory, dataset.id, voter.id).item_id, value)
+    at = app_test(app_instance, "pages/review.py", user=RESEARCHER)
+    at.session_state["review_dataset"] = "tie"
+    at.run()
+    assert next(r for r in at.radio if r.label == "Gold label").value is None
+    at.text_input[0].input("one says yes, one says no")
+    next(b for b in at.button if b.label == "Save gold label").click().run()
+    assert any("Pick the gold label first" in e.value for e in at.error)
+    with factory() as session:
+        assert session.scalars(select(GoldLabel)).first() is None
+
+
 def test_admin_adds_a_user_without_seeing_passwords(app_instance) -> None:  # noqa: ANN001
     at = app_test(app_instance, "pages/users.py", user=ADMIN).run()
     at.text_input[0].input("newbie")

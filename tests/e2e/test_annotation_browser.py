@@ -231,7 +231,7 @@ def test_two_annotators_label_with_the_keyboard_and_a_researcher_sees_the_agreem
     expect(rita_page.get_by_role("heading", level=1)).to_have_text("Review")
     expect(metric(rita_page, "Votes")).to_have_text("12")
     expect(metric(rita_page, "Items with 2+ votes")).to_have_text(f"6 of {N_ITEMS}")
-    expect(metric(rita_page, "Percent agreement")).to_have_text("0.667")
+    expect(metric(rita_page, "Percent agreement")).to_have_text("66.7%")
     expect(metric(rita_page, "Fleiss' kappa")).to_have_text("0.333")
     expect(metric(rita_page, "Krippendorff's alpha")).to_have_text("0.389")
     screenshot(rita_page, "review-agreement")
