@@ -70,7 +70,7 @@ with annotators_tab:
     agreement = results.human_agreement(data, frame["item_id"]).merge(
         results.model_agreement_with_annotators(data, frame), on="annotator", how="outer")
     if agreement.empty:
-        st.info("No annotator has labelled these items yet: assign them on the Annotate page.")
+        st.info("No annotator has labelled these items yet: annotators label them on the Annotate page.")
     else:
         charts.show_chart(charts.annotator_chart(agreement), agreement, f"{dataset.name}-annotators",
                           "disagreement_annotators")

@@ -33,7 +33,7 @@ thresholds = {name: choice.value for name, choice in strategies.items() if choic
 thresholds[charts.OWN_THRESHOLD] = float(mine)
 for name, choice in strategies.items():
     if choice.note:
-        st.caption(f"{name}: {choice.note}.")
+        st.caption(f"{choice.note}." if choice.note.startswith(name) else f"{name}: {choice.note}.")
 
 scores, labels = results.labelled(frame)
 st.caption(charts.reference_caption(frame, reference))

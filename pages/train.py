@@ -69,7 +69,7 @@ except CftClipError as exc:
     st.stop()
 inventory = machine_gpus()
 if inventory.cpu_only:
-    st.info(f"**CPU only: no GPU found.** {escape_markdown(inventory.note)}", icon=":material/memory:")
+    st.info(f"**CPU only.** {escape_markdown(inventory.note)}", icon=":material/memory:")
 else:
     st.caption(escape_markdown(inventory.note))
 

@@ -140,7 +140,7 @@ def test_train_page_is_for_researchers_and_admins(app_instance) -> None:  # noqa
 def test_a_cpu_only_machine_says_so_and_offers_only_the_cpu(
         app_instance, launcher, dataset: int) -> None:  # noqa: ANN001
     at = open_train(app_instance)
-    assert any(i.value.startswith("**CPU only: no GPU found.**") for i in at.info)
+    assert any(i.value.startswith("**CPU only.** No GPU found") for i in at.info)
     assert at.radio(key="train_where").options == ["This machine's CPU"]
     assert any("sbatch" in c.value and "docs/slurm.md" in c.value for c in at.caption)
 

@@ -134,7 +134,7 @@ def test_two_five_seed_experiments_survive_an_app_restart_and_finish_with_metric
     server = start_streamlit()
     sign_in(page, server.base_url, USERNAME, PASSWORD)
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train").click()
-    expect(page.get_by_text("CPU only: no GPU found.")).to_be_visible()
+    expect(page.get_by_text("jobs run on the CPU only")).to_be_visible()
 
     choose(page, "Training dataset", DATASET)
     choose(page, "Evaluation dataset (labelled)", DATASET)
