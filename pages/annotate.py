@@ -170,11 +170,12 @@ def label_card() -> None:
                    help="The image shows at least one actor of the event", on_click=on_vote, args=(*item, 1))
         no.button("No", key=f"n-{card.item_id}", shortcut="n", width="stretch",
                   help="No actor of the event is shown", on_click=on_vote, args=(*item, 0))
-        skip, undo, flag, guide = st.columns(4)
+        skip, undo = st.columns(2)  # two a row: four do not fit their labels and key hints beside the image
         skip.button("Skip", key=f"s-{card.item_id}", shortcut="s", width="stretch", on_click=on_vote,
                     args=(*item, None))
         undo.button("Undo", key=f"u-{card.item_id}", shortcut="u", width="stretch", on_click=on_undo,
                     args=(card.item_id,))
+        flag, guide = st.columns(2)
         flag.button("Flag", key=f"f-{card.item_id}", shortcut="f", width="stretch", on_click=on_flag,
                     args=(card.item_id,))
         if guide.button("Guide", key="g", shortcut="g", width="stretch"):

@@ -119,7 +119,7 @@ st.dataframe(
     visible[columns],
     column_config={
         "thumbnail": st.column_config.ImageColumn("Thumbnail", width="small"),
-        "external_id": st.column_config.TextColumn("Id", width="small"),
+        "external_id": st.column_config.TextColumn("Id"),  # sized to the ids: "small" breaks them mid-word
         "title": st.column_config.TextColumn("Title", width="medium"),
         "similarity": st.column_config.NumberColumn("Similarity", format="%.3f", width="small",
                                                     help=shown.name if shown else "No score set yet"),
@@ -188,10 +188,12 @@ if item_id is not None:
                       if threshold.strategy in results.STRATEGIES else threshold for info in data.score_sets}
         st.markdown("**Similarity of each model**")
         st.dataframe(results.model_similarities(data, detail.item_id, thresholds), hide_index=True, width="stretch",
-                     column_config={"score_set": "Score set",
-                                    "similarity": st.column_config.NumberColumn("Similarity", format="%.3f"),
-                                    "threshold": st.column_config.NumberColumn("Threshold", format="%.3f"),
-                                    "prediction": "Prediction"})
+                     column_config={"score_set": st.column_config.TextColumn("Score set", width="medium"),
+                                    "similarity": st.column_config.NumberColumn("Similarity", format="%.3f",
+                                                                                width="small"),
+                                    "threshold": st.column_config.NumberColumn("Threshold", format="%.3f",
+                                                                               width="small"),
+                                    "prediction": st.column_config.NumberColumn("Prediction", width="small")})
         st.markdown("**Annotators**")
         if detail.answers.empty:
             st.caption("No annotator has labelled this article yet.")
