@@ -15,7 +15,7 @@ from annotations.models import Experiment, TrainRun
 from cftclip_core.errors import CftClipError, ConfigError
 from cftclip_core.formats import TEXT_FIELDS
 from cftclip_core.loss import LOSSES, build_loss
-from cftclip_core.models import KNOWN_MODELS
+from cftclip_core.models import KNOWN_MODELS, tower_depths
 from cftclip_core.scoring import PRECISIONS
 from cftclip_core.training import SCHEDULES
 from pages import charts
@@ -31,6 +31,7 @@ CHOSEN = "train_experiment"  # the experiment shown in detail
 LAUNCHED = "train_launched"  # (kind, message) left by the Launch button for the next run
 DEMO_LAUNCHED = "train_demo_launched"  # the same for the demo's button
 RUN_ACTION = "train_run_action"  # the message of the last cancel or resume
+FITTED = "train_freezing_fitted"  # what fit_freezing_to_model changed, said under the model picker
 FORM_OPEN = "train_form_open"  # the New experiment form starts open on a first visit (no experiment yet)
 HYPERPARAMETERS = ("lr", "weight_decay", "batch_size", "max_epochs", "schedule", "warmup_steps", "val_every_steps",
                    "patience", "freeze_text_layers", "freeze_vision_layers", "grad_clip", "text_field", "max_steps")
@@ -91,6 +92,22 @@ def field_grid(names: tuple[str, ...], per_row: int = 4) -> None:
         for column, name in zip(st.columns(per_row), names[start:start + per_row]):
             with column:
                 field_input(name)
+
+
+def fit_freezing_to_model() -> None:
+    """On a change of base model: a freeze depth the model's towers cannot take (the paper's 11 of ViT-L's 12
+    text layers, on the 2-layer tiny model) becomes 'all but the last layer' of that model, and says so."""
+    model = st.session_state["train_model"]
+    depths = tower_depths(model) if model != OTHER_MODEL else None
+    fitted = []
+    for name, depth in zip(("freeze_text_layers", "freeze_vision_layers"), depths or ()):
+        key = f"train_cfg_{name}"
+        text = str(st.session_state.get(key, "")).strip()
+        if text.isdigit() and int(text) > depth:
+            st.session_state[key] = str(depth - 1)
+            fitted.append(f"{name} {text} -> {depth - 1}")
+    st.session_state[FITTED] = f"{model} has {depths[0]} text and {depths[1]} vision layers: {', '.join(fitted)}." \
+        if fitted else None
 
 
 def chosen_model() -> str:
@@ -204,7 +221,9 @@ def method_inputs(train_id: int, train_name: str, checkpoints: dict[str, str]) -
     models = {**KNOWN_MODELS, **checkpoints, OTHER_MODEL: "another model: a hub id or a local folder"}
     model = st.selectbox("Base model", list(models), index=list(models).index(DEFAULTS["model"]),
                          format_func=lambda m: f"{m}: {models[m]}" if m in KNOWN_MODELS else models[m],
-                         key="train_model")
+                         key="train_model", on_change=fit_freezing_to_model)
+    if st.session_state.get(FITTED):
+        st.caption(escape_markdown(f"Freezing fitted to the model: {st.session_state[FITTED]}"))
     if model == OTHER_MODEL:
         st.text_input("Hub id or local model folder", key="train_model_other")
     loss = st.radio("Method", list(LOSSES), index=list(LOSSES).index(DEFAULTS["loss"]), key="train_loss",

@@ -207,6 +207,23 @@ def test_invalid_settings_show_the_field_and_launch_nothing(app_instance, launch
     assert not launcher.specs
 
 
+def test_choosing_the_tiny_model_fits_the_papers_freezing_to_its_two_layers(app_instance, launcher,
+                                                                           dataset: int) -> None:  # noqa: ANN001
+    at = open_train(app_instance)
+    assert at.text_input(key="train_cfg_freeze_text_layers").value == "11"  # the paper's, for ViT-L/14
+    at.selectbox(key="train_model").set_value("tiny-demo").run()
+    assert at.text_input(key="train_cfg_freeze_text_layers").value == "1"
+    assert any("tiny-demo has 2 text and 2 vision layers: freeze_text_layers 11 -> 1" in plain(c.value)
+               for c in at.caption)
+    at.text_input(key="train_name").input("fitted")
+    at.selectbox(key="train_dataset").set_value(dataset)
+    at.text_input(key="train_cfg_batch_size").input("4")
+    at.radio(key="train_loss").set_value("clip")
+    launch(at)
+    assert not at.exception and not at.error
+    assert runs_of(app_instance, "fitted")[0].config["freeze_text_layers"] == 1
+
+
 def queued_experiment(settings, dataset: int, seeds: tuple[int, ...] = (0, 1)) -> int:  # noqa: ANN001
     config = {"model": "tiny-demo", "loss": "clip", "batch_size": 4, "freeze_text_layers": 1}
     request = ExperimentRequest(name="watched", config=config,

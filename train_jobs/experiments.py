@@ -271,7 +271,8 @@ def _check_datasets(session: Session, request: ExperimentRequest, config: dict[s
             if not train_splits.get(split):
                 raise ExperimentError(
                     f"Dataset '{train_name}' has no items with split '{split}' (its splits: {_describe(train_splits)}). "
-                    "Import it with a split column (train and val rows), or choose a separate validation dataset.")
+                    "Train on a dataset with train and val rows (e.g. one made by `python -m cftclip_core synthetic` "
+                    f"and imported), or choose a separate validation dataset to train on all of '{train_name}'.")
         tables = {"train": (train_id, TRAIN_SPLIT), "val": (train_id, VAL_SPLIT)}
     else:
         val_splits = _splits_of(session, val_id)
