@@ -62,7 +62,7 @@ else:
     with st.sidebar:
         st.caption(f"Signed in as **{escape_markdown(user.username)}** ({user.role})")
         if st.button("Sign out", icon=":material/logout:"):
-            sign_out()
+            sign_out(user.id)
             st.rerun()
 
 st.navigation(pages).run()

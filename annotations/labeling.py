@@ -261,6 +261,13 @@ def next_item(
     raise LabelingError("Too many annotators asked for items at the same moment; reload the page to try again.")
 
 
+def release_leases(factory: sessionmaker[Session], user_id: int) -> int:
+    """Give back every item leased to ``user_id`` (they left the Annotate page or signed out), so others
+    get them at once instead of after the lease time. Returns how many were released."""
+    with _write(factory) as session:
+        return session.execute(delete(Lease).where(Lease.user_id == user_id)).rowcount or 0
+
+
 def _still_wanted(conn: Connection, item_id: int, user_id: int, overlap: int) -> bool:
     """Re-check an item against data committed since the candidate query (read committed)."""
     key = {"item_id": item_id, "user_id": user_id}

@@ -23,7 +23,7 @@ from annotations.labeling import (
 from annotations.models import Dataset
 from annotations.score_sets import is_meaningless, score_sets_for
 from cftclip_core.errors import CftClipError
-from pages.common import escape_markdown, media_path, plain_text, require_role, show_error, studio
+from pages.common import HOLDS_LEASE, escape_markdown, media_path, plain_text, require_role, show_error, studio
 
 DEFAULT_GUIDELINES = """\
 **Does the thumbnail show at least one actor of the news event in the text?**
@@ -39,7 +39,7 @@ DEFAULT_GUIDELINES = """\
 
 SAID = {1: "yes, shows an actor", 0: "no actor", None: "skipped"}
 
-user = require_role("annotator", "researcher", "admin")
+user = require_role("annotator", "researcher", "admin", annotating=True)
 app = studio()
 tab = st.session_state.setdefault("tab_id", uuid.uuid4().hex[:12])  # one browser tab
 
@@ -148,6 +148,7 @@ def label_card() -> None:
         st.caption(escape_markdown(last))
 
     card = next_item(app.sessions, dataset.id, user.id)
+    st.session_state[HOLDS_LEASE] = card is not None  # app.py gives it back when the user goes to another page
     if card is None:
         st.success("Nothing left for you in this dataset for now (items others hold may come back). Thank you!")
         return

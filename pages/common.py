@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from annotations.db import make_engine, session_factory, upgrade
 from annotations.importer import ensure_demo_dataset
+from annotations.labeling import release_leases
 from annotations.models import User
 from annotations.settings import Settings
 from annotations.users import end_session, user_for_session
@@ -24,6 +25,7 @@ from cftclip_core.media_store import MediaStore
 from cftclip_core.models import LoadedModel, load_model
 
 THUMBNAIL_PIXELS = 160
+HOLDS_LEASE = "holds_lease"  # set while the Annotate page shows this browser session a card leased to the user
 SESSION_PARAM = "session"  # the sign-in token rides in the URL so that a browser refresh keeps it
 
 
@@ -131,19 +133,32 @@ def remember_sign_in(token: str) -> None:
     st.query_params[SESSION_PARAM] = token
 
 
-def sign_out() -> None:
+def give_back_leases(user_id: int, *, signing_out: bool = False) -> None:
+    """The user left the Annotate page (or signs out): the item they held goes to the next annotator now,
+    not when the lease runs out."""
+    if st.session_state.pop(HOLDS_LEASE, False) or signing_out:
+        release_leases(studio().sessions, user_id)
+
+
+def sign_out(user_id: int) -> None:
+    give_back_leases(user_id, signing_out=True)
     token = st.session_state.pop(SESSION_PARAM, None)
     st.query_params.pop(SESSION_PARAM, None)
     if token:
         end_session(studio().sessions, token)
 
 
-def require_role(*roles: str) -> User:
-    """The signed-in user if their role may see this page; otherwise stop the page with a refusal."""
+def require_role(*roles: str, annotating: bool = False) -> User:
+    """The signed-in user if their role may see this page; otherwise stop the page with a refusal.
+
+    Every page but Annotate (``annotating=True``) gives back the item the user held there, so that a
+    researcher who looked at Annotate and went on does not keep an item from the annotators."""
     user = current_user()
     if user is None:
         st.error("Please sign in first.")
         st.stop()
+    if not annotating:
+        give_back_leases(user.id)
     if user.role not in roles:
         st.error(f"This page is for {' and '.join(roles)}s; you are signed in as {user.role}.")
         st.stop()

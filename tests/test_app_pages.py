@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from annotations.db import make_engine, session_factory
-from annotations.models import GoldLabel, Label, LabelEvent, User
+from annotations.labeling import release_leases
+from annotations.models import GoldLabel, Label, LabelEvent, Lease, User
 from cftclip_core.demo import demo_table_path
 from tests.conftest import app_test, make_image
 
@@ -81,6 +82,26 @@ def test_annotator_sees_only_annotate_and_is_refused_elsewhere(app_instance) -> 
 def test_researcher_is_refused_the_users_page(app_instance) -> None:  # noqa: ANN001
     at = app_test(app_instance, "pages/users.py", user=RESEARCHER).run()
     assert any("signed in as researcher" in e.value for e in at.error)
+
+
+def test_leaving_annotate_gives_the_held_item_back(app_instance) -> None:  # noqa: ANN001
+    factory = sessions(app_instance)
+
+    def leases() -> int:
+        with factory() as session:
+            return session.scalar(select(func.count()).select_from(Lease))
+
+    at = app_test(app_instance, user=RESEARCHER).run()  # Articles: nothing held
+    assert leases() == 0
+    at.switch_page("pages/annotate.py").run()
+    assert not at.exception and leases() == 1  # the card on screen is leased to the researcher
+    at.switch_page("pages/review.py").run()
+    assert leases() == 0  # gone on to Review: the item is free for annotators at once
+    at.switch_page("pages/annotate.py").run()
+    assert leases() == 1
+    with factory() as session:  # signing out calls the same release
+        user_id = session.scalar(select(User.id).where(User.username == RESEARCHER[0]))
+    assert release_leases(factory, user_id) == 1 and leases() == 0
 
 
 def test_annotate_keyboard_flow_vote_reasons_skip_flag_undo(app_instance) -> None:  # noqa: ANN001
