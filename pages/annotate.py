@@ -70,8 +70,10 @@ def on_current_card(item_id: int) -> bool:
     press can then reach both cards' buttons): such a press on the previous card is dropped."""
     if item_id == st.session_state.get("card_item"):
         return True
+    before = st.session_state.get("last_saved")  # what the key before it did: a double press must not hide it
     st.session_state.setdefault("last_vote", "Nothing saved for that key: it came while the next card was loading. "
-                                             "Press it again if this card did not get it.")
+                                             "Press it again if this card did not get it."
+                                             + (f" The key before it: {before}" if before else ""))
     return False
 
 
@@ -88,7 +90,7 @@ def on_vote(item_id: int, external_id: str, value: int | None) -> None:
     except CftClipError as exc:
         st.session_state.card_error = exc
         return
-    st.session_state.last_vote = vote_summary(item_id, external_id, value)
+    st.session_state.last_vote = st.session_state.last_saved = vote_summary(item_id, external_id, value)
     if result.had_previous and not result.replayed:  # e.g. answered in another tab already
         st.session_state.last_vote += f" You had answered it before ({SAID[result.previous_value]}); that was replaced."
 
@@ -101,7 +103,8 @@ def on_undo(item_id: int) -> None:
     except CftClipError as exc:
         st.session_state.card_error = exc
         return
-    st.session_state.last_vote = "Undone: that item is back for you." if undone else "Nothing to undo."
+    st.session_state.last_vote = st.session_state.last_saved = ("Undone: that item is back for you." if undone
+                                                                else "Nothing to undo.")
 
 
 def on_relabel(item_id: int, external_id: str, value: int, version: str) -> None:
