@@ -10,6 +10,10 @@ from pages.common import escape_markdown, require_role, show_error, studio
 require_role("admin")
 app = studio()
 st.title("Users")
+DONE = "users_done"  # what the last action did, shown after its rerun
+ADD_FIELDS = ("add_username", "add_display_name", "add_password")
+if DONE in st.session_state:
+    st.success(escape_markdown(st.session_state.pop(DONE)))
 
 with app.sessions() as session:
     users = list_users(session)
@@ -20,26 +24,31 @@ st.dataframe(
 )
 
 
-def attempt(action, success: str) -> None:  # noqa: ANN001 - a no-argument callable
+def attempt(action, success: str, *, clear: tuple[str, ...] = ()) -> None:  # noqa: ANN001 - no-argument callable
+    """Run ``action``; on success empty the ``clear`` fields and say ``success`` after the rerun. A refusal
+    keeps every field as typed, so only the wrong one needs fixing."""
     try:
         action()
     except AuthError as exc:
         show_error(exc)
     else:
-        st.toast(escape_markdown(success))
+        for key in clear:
+            del st.session_state[key]
+        st.session_state[DONE] = success
         st.rerun()
 
 
 add, change = st.columns(2, gap="large")
-with add, st.form("add-user", clear_on_submit=True):
+with add, st.form("add-user"):
     st.subheader("Add a user")
-    username = st.text_input("Username (letters, digits, . _ -)")
-    display_name = st.text_input("Display name (optional)")
+    username = st.text_input("Username (letters, digits, . _ -)", key="add_username")
+    display_name = st.text_input("Display name (optional)", key="add_display_name")
     role = st.selectbox("Role", ROLES, index=ROLES.index("annotator"))
     password = st.text_input("First password (at least 8 characters; they can be given a new one later)",
-                             type="password", autocomplete="new-password")
+                             type="password", autocomplete="new-password", key="add_password")
     if st.form_submit_button("Add user", type="primary"):
-        attempt(lambda: create_user(app.sessions, username, password, role, display_name), f"Added {username}.")
+        attempt(lambda: create_user(app.sessions, username, password, role, display_name), f"Added {username}.",
+                clear=ADD_FIELDS)
 
 with change, st.form("change-user"):
     st.subheader("Change a user")

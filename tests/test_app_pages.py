@@ -232,6 +232,19 @@ def test_admin_adds_a_user_without_seeing_passwords(app_instance) -> None:  # no
     assert not any("$argon2" in str(v) for v in table.to_numpy().ravel())
 
 
+def test_a_refused_new_user_keeps_what_the_admin_typed(app_instance) -> None:  # noqa: ANN001
+    at = app_test(app_instance, "pages/users.py", user=ADMIN).run()
+    at.text_input(key="add_username").input("Carl Smith")
+    at.text_input(key="add_display_name").input("Carl")
+    at.text_input(key="add_password").input("another long password")
+    next(b for b in at.button if b.label == "Add user").click().run()
+    assert at.error and at.text_input(key="add_display_name").value == "Carl"  # nothing to retype but the name
+    at.text_input(key="add_username").input("carl")
+    next(b for b in at.button if b.label == "Add user").click().run()
+    assert [s.value for s in at.success] == ["Added carl\\."]  # (escaped Markdown)
+    assert at.text_input(key="add_username").value == "" and at.text_input(key="add_password").value == ""
+
+
 @pytest.mark.parametrize("page", ["pages/annotate.py", "pages/review.py", "pages/home.py", "pages/import_data.py",
                                   "pages/users.py"])
 def test_every_page_refuses_visitors_who_are_not_signed_in(app_instance, page: str) -> None:  # noqa: ANN001
