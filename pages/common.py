@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
@@ -80,6 +81,14 @@ def _open_studio() -> Studio:
 @st.cache_resource(show_spinner="Loading the model...", max_entries=2)
 def cached_model(name: str) -> LoadedModel:
     return load_model(name, cache_dir=studio().settings.models_dir)
+
+
+def show_answers(answers: pd.DataFrame) -> None:
+    """The annotators' answers to one item (``annotations.review.review_item``), as Review and Articles show them."""
+    st.dataframe(answers, hide_index=True, width="stretch", column_config={
+        "annotator": "Annotator", "value": st.column_config.NumberColumn("Answer", width="small"),
+        "reasons": "Reasons", "note": "Note", "flagged": st.column_config.CheckboxColumn("Flag", width="small"),
+        "seconds": st.column_config.NumberColumn("Seconds", format="%.1f", width="small")})
 
 
 def media_path(sha256: str) -> Path:

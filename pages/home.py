@@ -11,8 +11,8 @@ from cftclip_core.errors import CftClipError
 from cftclip_core.formats import TEXT_FIELDS
 from cftclip_core.models import KNOWN_MODELS, TINY_NAME
 from pages import charts
-from pages.common import cached_model, escape_markdown, media_path, plain_text, require_role, show_error, studio, \
-    thumbnail_uri
+from pages.common import cached_model, escape_markdown, media_path, plain_text, require_role, show_answers, \
+    show_error, studio, thumbnail_uri
 
 ROW_HEIGHT = 72  # tall enough to judge a thumbnail
 VISIBLE_ROWS = 10
@@ -198,7 +198,7 @@ if item_id is not None:
         if detail.answers.empty:
             st.caption("No annotator has labelled this article yet.")
         else:
-            st.dataframe(detail.answers, hide_index=True, width="stretch")
+            show_answers(detail.answers)
         if detail.split == "train":
             st.markdown("**Counterfactual texts used in training**")
             if detail.counterfactuals:

@@ -10,7 +10,7 @@ from annotations.labeling import set_annotation_settings
 from annotations.review import export_table, review_item, review_queue, review_summary, set_gold
 from cftclip_core.errors import CftClipError
 from pages import charts
-from pages.common import media_path, plain_text, require_role, show_error, studio
+from pages.common import media_path, plain_text, require_role, show_answers, show_error, studio
 
 user = require_role("researcher", "admin")
 app = studio()
@@ -85,7 +85,7 @@ with queue_tab:
         with text:
             plain_text(item.title, size="1.25rem", weight=600)
             plain_text(item.summary)
-            st.dataframe(answers, hide_index=True, width="stretch")
+            show_answers(answers)
         with st.form(f"gold-{chosen}"):
             current = None if pd.isna(row["gold"]) else int(row["gold"])  # a tie has none: nothing is preselected
             value = st.radio("Gold label", [1, 0], horizontal=True,
