@@ -37,7 +37,12 @@ def uploaded_table(settings: Settings, filename: str, data: bytes, *, skip_bad_r
                 raise DataError(f"'{name}' is not a .csv, .jsonl, .parquet or .zip file; upload one of those.")
             table_path = scratch / name
             table_path.write_bytes(data)
-        yield read_table(table_path, skip_bad_rows=skip_bad_rows)
+        try:
+            table = read_table(table_path, skip_bad_rows=skip_bad_rows)
+        except DataError as exc:  # name the file as uploaded, not where the server unpacked it
+            unpacked = str(exc).replace(f"{scratch / 'archive'}/", f"{name}: ").replace(f"{scratch}/", "")
+            raise DataError(unpacked) from None
+        yield table
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

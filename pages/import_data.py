@@ -33,7 +33,8 @@ if upload is None and not path:
 
 def show_problems(exc: CftClipError) -> None:
     st.error("Nothing was imported. Fix the problems below and try again, or tick 'Skip bad rows'.")
-    st.code(str(exc), language=None)  # plain text: messages quote the file's own values
+    # Plain text: messages quote the file's own values. The command line's flag is the box above here.
+    st.code(str(exc).replace("(--skip-bad-rows)", "('Skip bad rows' above)"), language=None)
 
 
 def checked_preview(table, source: str):  # noqa: ANN001, ANN201 - Table -> ImportPreview

@@ -158,6 +158,7 @@ def test_import_page_previews_problems_and_writes_nothing(app_instance, tmp_path
     at.text_input[1].input("bad").run()
     assert any("Nothing was imported" in e.value for e in at.error)
     assert "'3' is not 0 or 1" in at.code[0].value and "duplicate id" in at.code[0].value
+    assert "('Skip bad rows' above)" in at.code[0].value  # the page's box, not the command line's flag
 
     pd.DataFrame([{"id": "1", "image": "broken.jpg", "title": "t", "summary": "s"},
                   {"id": "2", "image": "a.jpg", "title": "t", "summary": "s"}]).to_csv(tmp_path / "img.csv", index=False)

@@ -46,6 +46,14 @@ def test_a_zip_with_its_images_is_read_on_a_fresh_instance_and_cleaned_up(settin
     assert not scratch.exists()  # the scratch folder goes with the block
 
 
+def test_problems_name_the_uploaded_file_not_the_servers_scratch_folder(settings: Settings) -> None:
+    data = zipped({"set/table.csv": (HEADER + "a,images/missing.jpg,A title,A summary,maybe\n").encode()})
+    with pytest.raises(DataError) as refused, uploaded_table(settings, "newstt.zip", data):
+        pass
+    message = str(refused.value)
+    assert "newstt.zip: set/table.csv" in message and str(settings.instance_dir) not in message
+
+
 def test_a_table_alone_is_read(settings: Settings) -> None:
     data = (HEADER + "a,https://example.org/a.jpg,A title,A summary,1\n").encode()
     with uploaded_table(settings, "table.csv", data) as table:
