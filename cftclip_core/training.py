@@ -46,9 +46,11 @@ from cftclip_core.scoring import PRECISIONS, resolve_precision
 logger = logging.getLogger(__name__)
 
 SCHEDULES = ("cosine", "periodic", "constant")
+SNAPSHOTS_DIR = "snapshots"  # models saved at TrainConfig.snapshot_steps (one run, several lengths)
 LAST_DIR = "last"  # the resumable checkpoint written when a run is stopped (e.g. by SIGTERM)
 TRAINER_STATE = "trainer_state.pt"  # inside LAST_DIR: optimiser, schedule, step, RNG states
-RESUME_MAY_CHANGE = ("max_steps", "max_epochs", "device", "num_workers", "pixel_cache_dir", "gradient_checkpointing")
+RESUME_MAY_CHANGE = ("max_steps", "max_epochs", "device", "num_workers", "pixel_cache_dir", "gradient_checkpointing",
+                     "snapshot_steps")
 PERIODIC_T_MAX = 100  # the original code's CosineAnnealingLR(T_max=100), stepped every iteration
 
 
@@ -80,6 +82,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     gradient_checkpointing: bool | None = None  # recompute activations in backward; None: on for CUDA runs
     pixel_cache_dir: str | None = None  # share across runs so later seeds decode no image; None: out_dir/pixel-cache
+    snapshot_steps: tuple[int, ...] = ()  # also save the model after these steps, in out_dir/snapshots/step-N
 
     def validate(self, *, text_layers: int | None = None, vision_layers: int | None = None) -> None:
         """Raise ``ConfigError`` naming the first invalid field; layer counts check the freeze fields."""
@@ -137,6 +140,9 @@ class TrainConfig:
             raise bad("num_workers", "use 0 or a positive integer")
         if self.gradient_checkpointing not in (None, True, False):
             raise bad("gradient_checkpointing", "use true, false, or none (on for CUDA runs)")
+        if not isinstance(self.snapshot_steps, (tuple, list)) or not all(
+                is_int(s) and s >= 1 for s in self.snapshot_steps):
+            raise bad("snapshot_steps", "give a list of positive step numbers, or none")
 
 
 @dataclass(frozen=True)
@@ -618,6 +624,8 @@ def train(
                     log_file.flush()
                     emit(record)
                 beat.beat(step=state.step, samples_per_s=record["samples_per_s"])
+                if state.step in config.snapshot_steps and ranks.is_main:
+                    save_model(loaded, out / SNAPSHOTS_DIR / f"step-{state.step}")
                 if state.step % config.val_every_steps == 0 and validate(state.step, epoch):
                     state.stopped_early = True
                     break

@@ -182,6 +182,22 @@ def test_short_run_writes_logs_metrics_and_a_loadable_best_model(tiny_model_dir,
     assert not list(Path.cwd().glob("checkpoint*"))  # nothing written outside out_dir
 
 
+def test_snapshots_are_the_weights_of_one_run_at_each_listed_step(tiny_model_dir, synthetic_tables, tmp_path) -> None:
+    """One constant-LR run with snapshots equals separate shorter runs of the same run (the proof's stage-0 doses)."""
+    config = small_config(tiny_model_dir, schedule="constant", snapshot_steps=(3, 6), max_steps=6)
+    train(config, *synthetic_tables, tmp_path / "long")
+    train(small_config(tiny_model_dir, schedule="constant", max_steps=3), *synthetic_tables, tmp_path / "short")
+    snapshots = tmp_path / "long" / training.SNAPSHOTS_DIR
+    assert sorted(p.name for p in snapshots.iterdir()) == ["step-3", "step-6"]
+    at_3 = load_model(str(snapshots / "step-3")).model.state_dict()
+    short = load_model(str(tmp_path / "short" / "best")).model.state_dict()  # validated once, at its step 3
+    assert all(torch.equal(at_3[k], short[k]) for k in at_3)
+    at_6 = load_model(str(snapshots / "step-6")).model.state_dict()
+    assert any(not torch.equal(at_3[k], at_6[k]) for k in at_3)
+    with pytest.raises(ConfigError, match=r"TrainConfig\.snapshot_steps="):
+        TrainConfig(snapshot_steps=(0,)).validate()
+
+
 def test_early_stopping_when_validation_cannot_improve(tiny_model_dir, synthetic_tables, tmp_path, monkeypatch) -> None:
     values = iter([1.0, 1.5, 2.0, 2.5, 3.0])
     monkeypatch.setattr(training, "validation_loss", lambda *args: next(values))
