@@ -89,8 +89,9 @@ def test_invalid_hyperparameters_are_refused_naming_the_field_before_anything_is
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"seeds": ()}, "at least one seed"),
-    ({"seeds": (0, 0)}, "repeats a seed"),
-    ({"seeds": (-1,)}, "non-negative"),
+    ({"seeds": (0, 0)}, "repeat a seed"),
+    ({"seeds": (-1,)}, "integer from 0 to"),
+    ({"seeds": (10**23,)}, "integer from 0 to"),  # raised OverflowError in the database before
     ({"backend": "kubernetes"}, "backend='kubernetes' is not known"),
     ({"backend": "local", "gpus_per_run": 2}, "choose torchrun"),
     ({"gpus_per_run": 1}, "this machine has 0.*CPU only"),

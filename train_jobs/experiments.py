@@ -29,11 +29,11 @@ from annotations.models import BACKENDS, Experiment, Item, ScoreSet, TrainRun, u
 from annotations.review import gold_frame
 from annotations.settings import Settings
 from cftclip_core.errors import CftClipError, ConfigError
+from cftclip_core.specs.seeds import check_seeds
 from train_jobs import commands, provenance, runfiles, states
 from train_jobs.gpus import GpuInventory, discover_gpus
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
-MAX_SEEDS = 100
 MAX_NAME_LENGTH = 200
 TRAIN_SPLIT, VAL_SPLIT = "train", "val"
 RUNS_DIR = "runs"
@@ -198,25 +198,11 @@ def _plan(kind: str, name: str, config: dict[str, Any], options: dict[str, Any],
         raise ExperimentError("The experiment needs a name (e.g. 'cft-lr1e-4'); give it one.")
     if len(name) > MAX_NAME_LENGTH:
         raise ExperimentError(f"The experiment name is {len(name)} characters long; use at most {MAX_NAME_LENGTH}.")
-    checked = _check_seeds(seeds)
+    checked = check_seeds(seeds)
     _check_backend(backend, gpus_per_run, inventory)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:60] or "experiment"
     folder = settings.instance_dir / RUNS_DIR / f"{slug}-{uuid.uuid4().hex[:8]}"
     return _Plan(kind, name, config, options, backend, gpus_per_run, checked, folder, note.strip())
-
-
-def _check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
-    seeds = tuple(seeds)
-    if not seeds:
-        raise ConfigError("seeds is empty: give at least one seed (the paper used 0-4).")
-    if len(seeds) > MAX_SEEDS:
-        raise ConfigError(f"seeds lists {len(seeds)} seeds; use at most {MAX_SEEDS}.")
-    for seed in seeds:
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ConfigError(f"seeds holds {seed!r}: every seed must be a non-negative integer.")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds {list(seeds)} repeats a seed; list each seed once.")
-    return seeds
 
 
 def _check_backend(backend: str, gpus_per_run: int, inventory: GpuInventory | None) -> None:

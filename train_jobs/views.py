@@ -25,14 +25,15 @@ from sqlalchemy.orm import Session
 
 from annotations.models import RUN_STATES, Experiment, Item, TrainRun
 from cftclip_core.errors import ConfigError
+from cftclip_core.specs.seeds import parse_seeds  # noqa: F401 - the form's seed parser, re-exported for pages
 from train_jobs import states
-from train_jobs.experiments import MAX_SEEDS, list_experiments
+from train_jobs.experiments import list_experiments
 from train_jobs.results import results_row
 
 TRAIN_LOG = "log.jsonl"  # the trainer's step and validation records (run folder contract)
 CURVE_POINTS = 300  # points per chart, all runs together
 RECENT_STEPS = 20  # step records the pace (and so the ETA) is averaged over
-NOT_ON_FORM = ("seed", "pixel_cache_dir")  # per run, and set by the studio
+NOT_ON_FORM = ("seed", "pixel_cache_dir", "snapshot_steps")  # per run, set by the studio, or for the proof
 PROOF_METRICS = ("roc_auc", "f1", "name_accuracy", "context_auc")
 HEADLINE = (("f1", "F1"), ("roc_auc", "ROC-AUC"), ("name_accuracy", "name accuracy"))
 _COUNTERFACTUAL = re.compile(r"^counterfactual(_\d+)?$")
@@ -72,20 +73,6 @@ def config_from_texts(texts: Mapping[str, str]) -> dict[str, Any]:
         else:
             config[name] = text  # a str field, or text TrainConfig will refuse naming the field
     return config
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """Seeds such as ``0-4``, ``0,2,3`` or ``0-2,7``, in the order given, repeats dropped."""
-    seeds: list[int] = []
-    for part in (p.strip() for p in str(text).split(",")):
-        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
-        first = int(match.group(1)) if match else 0
-        last = int(match.group(2)) if match and match.group(2) is not None else first
-        if not match or last < first or last - first >= MAX_SEEDS:
-            raise ConfigError(f"Seeds '{text}' are not valid: give non-negative integers and ranges such as 0-4 or "
-                              f"0,2,3 (a range runs upwards; at most {MAX_SEEDS} seeds).")
-        seeds.extend(range(first, last + 1))
-    return tuple(dict.fromkeys(seeds))
 
 
 def unique_name(session: Session, base: str) -> str:
