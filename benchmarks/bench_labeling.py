@@ -30,7 +30,6 @@ import os
 import platform
 import sqlite3
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -44,11 +43,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm import Session
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from annotations.db import make_engine, session_factory, upgrade, write_session  # noqa: E402
-from annotations.labeling import cast_vote, next_item  # noqa: E402
-from annotations.models import Dataset, Item, Label, LabelEvent, Lease, Media, User, utcnow  # noqa: E402
+from annotations.db import make_engine, session_factory, upgrade, write_session
+from annotations.labeling import cast_vote, next_item
+from annotations.models import Dataset, Item, Label, LabelEvent, Lease, Media, User, utcnow
 
 N_ITEMS = 1_000
 N_ANNOTATORS = 20

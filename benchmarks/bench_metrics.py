@@ -18,9 +18,7 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy
@@ -28,9 +26,8 @@ import sklearn
 from scipy import stats
 from sklearn import metrics as skm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cftclip_core import metrics as M  # noqa: E402
+from cftclip_core import metrics as M
 
 BASELINE_METRICS = (
     "f1", "precision", "recall", "accuracy", "roc_auc", "average_precision", "spearman"

@@ -29,7 +29,6 @@ import os
 import platform
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,8 +37,6 @@ from pathlib import Path
 import pyarrow as pa
 import streamlit
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 RESEARCHER = ("rita", "researcher")
 COLOURS = ("red", "green", "pink", "brown")  # the synthetic world's object colours, searched for
@@ -48,7 +45,7 @@ NAIVE_SETUP = '''
 import numpy as np, pandas as pd, altair as alt, streamlit as st
 from sklearn.metrics import cohen_kappa_score, precision_recall_fscore_support, roc_auc_score, roc_curve
 from annotations.models import Dataset, GoldLabel, Item, Label, Score, ScoreSet, User
-from pages.common import require_role, studio
+from studio.common import require_role, studio
 alt.data_transformers.disable_max_rows()
 require_role("researcher", "admin")
 session = studio().sessions()
@@ -104,7 +101,7 @@ NAIVE_ARTICLES = NAIVE_SETUP + '''
 import base64, io
 from pathlib import Path
 from cftclip_core.images import load_image
-from pages.common import media_path
+from studio.common import media_path
 st.title("Articles (naive)")
 search = st.text_input("Search", key="naive_search")
 rows = []

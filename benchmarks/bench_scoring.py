@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,13 +45,12 @@ import transformers
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cftclip_core import models  # noqa: E402
-from cftclip_core.embedding_cache import EmbeddingCache  # noqa: E402
-from cftclip_core.images import PixelCache, load_image, normalize, resize_and_crop  # noqa: E402
-from cftclip_core.scoring import ScoreItem, ScoreOptions, resolve_precision, score_pairs  # noqa: E402
-from cftclip_core.synthetic import WorldConfig, generate_dataset  # noqa: E402
+from cftclip_core import models
+from cftclip_core.embedding_cache import EmbeddingCache
+from cftclip_core.images import PixelCache, load_image, normalize, resize_and_crop
+from cftclip_core.scoring import ScoreItem, ScoreOptions, resolve_precision, score_pairs
+from cftclip_core.synthetic import WorldConfig, generate_dataset
 
 T = TypeVar("T")
 WARMUP_PAIRS = 4

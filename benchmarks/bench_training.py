@@ -37,8 +37,7 @@ import torch
 import transformers
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
+sys.path.insert(0, str(Path(__file__).parent))  # the sibling benchmark scripts
 
 from bench_scoring import build_b32  # noqa: E402
 

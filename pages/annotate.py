@@ -23,7 +23,7 @@ from annotations.labeling import (
 from annotations.models import Dataset
 from annotations.score_sets import is_meaningless, score_sets_for
 from cftclip_core.errors import CftClipError
-from pages.common import HOLDS_LEASE, escape_markdown, media_path, plain_text, require_role, show_error, studio
+from studio.common import HOLDS_LEASE, escape_markdown, media_path, plain_text, require_role, show_error, studio
 
 DEFAULT_GUIDELINES = """\
 **Does the thumbnail show at least one actor of the news event in the text?**

@@ -5,8 +5,8 @@ import streamlit as st
 
 from annotations import results
 from cftclip_core.errors import CftClipError
-from pages import charts
-from pages.common import escape_markdown, media_path, plain_text, require_role, show_error, studio
+from studio import charts
+from studio.common import escape_markdown, media_path, plain_text, require_role, show_error, studio
 
 CELL = "disagreement_cell"
 QUEUE_ROWS = 200

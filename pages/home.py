@@ -10,8 +10,8 @@ from annotations.predictions import score_dataset
 from cftclip_core.errors import CftClipError
 from cftclip_core.formats import TEXT_FIELDS
 from cftclip_core.models import KNOWN_MODELS, TINY_NAME
-from pages import charts
-from pages.common import cached_model, escape_markdown, media_path, plain_text, require_role, show_answers, \
+from studio import charts
+from studio.common import cached_model, escape_markdown, media_path, plain_text, require_role, show_answers, \
     show_error, studio, thumbnail_uri
 
 ROW_HEIGHT = 72  # tall enough to judge a thumbnail

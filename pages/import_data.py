@@ -8,7 +8,7 @@ from annotations.importer import import_dataset, preview_import
 from annotations.uploads import uploaded_table
 from cftclip_core.errors import CftClipError
 from cftclip_core.formats import problems_table, read_table
-from pages.common import escape_markdown, require_role, studio
+from studio.common import escape_markdown, require_role, studio
 
 require_role("researcher", "admin")
 app = studio()

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from annotations.users import AuthError, authenticate, start_session
-from pages.common import remember_sign_in, show_error, studio
+from studio.common import remember_sign_in, show_error, studio
 
 app = studio()
 st.title("Sign in to CFT-CLIP Studio")

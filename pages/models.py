@@ -7,8 +7,8 @@ import streamlit as st
 from annotations import results
 from cftclip_core.errors import CftClipError
 from cftclip_core.metrics import METRIC_NAMES
-from pages import charts
-from pages.common import require_role, show_error
+from studio import charts
+from studio.common import require_role, show_error
 
 N_BOOTSTRAP = 1000
 

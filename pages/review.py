@@ -9,8 +9,8 @@ from annotations.score_sets import is_meaningless, score_set_median, score_sets_
 from annotations.labeling import set_annotation_settings
 from annotations.review import export_table, review_item, review_queue, review_summary, set_gold
 from cftclip_core.errors import CftClipError
-from pages import charts
-from pages.common import media_path, plain_text, require_role, show_answers, show_error, studio
+from studio import charts
+from studio.common import media_path, plain_text, require_role, show_answers, show_error, studio
 
 user = require_role("researcher", "admin")
 app = studio()

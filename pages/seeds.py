@@ -4,8 +4,8 @@ experiments compared with a paired test over the seeds both finished. Reads impo
 import streamlit as st
 
 from cftclip_core.errors import CftClipError
-from pages import charts
-from pages.common import require_role, show_error, studio
+from studio import charts
+from studio.common import require_role, show_error, studio
 from train_jobs.api import list_experiments
 from train_jobs.comparison import metric_names, paired_comparison, seed_metrics, seed_summary
 

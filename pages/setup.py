@@ -3,7 +3,7 @@
 import streamlit as st
 
 from annotations.users import AuthError, create_first_admin, start_session
-from pages.common import remember_sign_in, show_error, studio
+from studio.common import remember_sign_in, show_error, studio
 
 app = studio()
 st.title("Welcome to CFT-CLIP Studio")

@@ -6,8 +6,8 @@ import streamlit as st
 
 from annotations import results
 from cftclip_core.metrics import compute_metrics
-from pages import charts
-from pages.common import require_role
+from studio import charts
+from studio.common import require_role
 
 require_role("researcher", "admin")
 st.title("Thresholds")

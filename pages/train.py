@@ -18,8 +18,8 @@ from cftclip_core.loss import LOSSES, build_loss
 from cftclip_core.models import KNOWN_MODELS, tower_depths
 from cftclip_core.scoring import PRECISIONS
 from cftclip_core.training import SCHEDULES
-from pages import charts
-from pages.common import escape_markdown, require_role, show_error, studio
+from studio import charts
+from studio.common import escape_markdown, require_role, show_error, studio
 from train_jobs import api, views
 from train_jobs.demo import proof_grid
 

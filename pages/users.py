@@ -5,7 +5,7 @@ import streamlit as st
 
 from annotations.models import ROLES
 from annotations.users import AuthError, create_user, list_users, reset_password, set_active, set_role
-from pages.common import escape_markdown, require_role, show_error, studio
+from studio.common import escape_markdown, require_role, show_error, studio
 
 require_role("admin")
 app = studio()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need, then runs the whole suite.
 #   scripts/test.sh [pytest args...]
-# Uses ./.venv (created if missing). As root it also installs Debian's Chromium (browser tests),
+# Uses ./.venv (created if missing; installs requirements*.txt and the project itself, editable). As root it also installs Debian's Chromium (browser tests),
 # starts a PostgreSQL server on loopback so the database tests run on SQLite AND PostgreSQL, and
 # starts a one-node Slurm cluster for the job-launch tests (scripts/test-slurm.sh).
 # CFTCLIP_SKIP_APT=1 skips all three; CFTCLIP_TEST_DATABASE_URLS=url1,url2 names databases yourself,
@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .  # the packages, importable from anywhere
 
 if [ "${CFTCLIP_SKIP_APT:-0}" != "1" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then

@@ -214,7 +214,7 @@ def test_a_link_from_another_page_opens_its_article(app_instance, seeded: Seeded
 
 
 def test_scatter_charts_draw_a_sample_below_altairs_row_limit() -> None:
-    from pages.charts import POINT_LIMIT, points_chart
+    from studio.charts import POINT_LIMIT, points_chart
 
     rng = np.random.default_rng(0)
     points = pd.DataFrame({"item_id": range(6000), "external_id": "x", "title": "t", "similarity": rng.random(6000),

@@ -21,7 +21,7 @@ from streamlit.delta_generator import DeltaGenerator
 from annotations import results
 from annotations.importer import list_datasets
 from annotations.models import Dataset
-from pages.common import studio
+from studio.common import studio
 
 TINY_WARNING = (
     "These scores come from the tiny offline model, whose weights are random: they carry no meaning. "
