@@ -13,7 +13,6 @@ import logging
 import signal
 import sys
 import threading
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,8 @@ from cftclip_core.instance import instance_dir
 from cftclip_core.media_store import MediaStore
 from cftclip_core.scoring import PRECISIONS, ScoreOptions
 from cftclip_core.table_images import check_table_images
-from cftclip_core.training import TrainConfig, train
+from cftclip_core.specs.training import TrainConfig, as_text
+from cftclip_core.training import train
 
 log = logging.getLogger("cftclip_core")
 
@@ -149,12 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     trainer = commands.add_parser(
         "train", help="fine-tune a CLIP model (the paper's CFT loss by default)",
-        description="Every TrainConfig field is a flag; --config JSON sets several, flags override it. "
+        description="Every training setting is a flag; --config JSON sets several, flags override it. "
                     f"On SIGTERM the run saves RUN/last and exits with status {EXIT_TERMINATED}; --resume continues it.")
     trainer.add_argument("--train", required=True, type=Path, help="training table")
     trainer.add_argument("--val", required=True, type=Path, help="validation table")
     trainer.add_argument("--out", required=True, type=Path, help="run folder (best/, last/, log.jsonl, metrics.json)")
-    trainer.add_argument("--config", type=Path, default=None, help="JSON object of TrainConfig fields")
+    trainer.add_argument("--config", type=Path, default=None, help="JSON object of training settings (the flags' names with underscores)")
     trainer.add_argument("--resume", action="store_true", help="continue the run stopped in --out (from last/)")
     trainer.add_argument("--eval", type=Path, default=None,
                          help="labelled table to score with the best model after training (writes RUN/eval/)")
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(TrainConfig):
         flags = [f"--{f.name.replace('_', '-')}", *TRAIN_FLAG_ALIASES.get(f.name, [])]
         trainer.add_argument(*flags, dest=f"cfg_{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(),
-                             help=f"TrainConfig.{f.name} (default: {getattr(defaults, f.name)!r})")
+                             help=f"{f.name} (default: {as_text(getattr(defaults, f.name)) or 'none'})")
     trainer.set_defaults(run=run_train)
     return parser
 
@@ -367,34 +367,12 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
             loaded = json.loads(args.config.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"Cannot read --config '{args.config}' as JSON ({exc}); give a JSON object of "
-                              "TrainConfig fields.") from None
+                              "training fields.") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config '{args.config}' holds {type(loaded).__name__}, not a JSON object of fields.")
         values.update(loaded)
-    types = typing.get_type_hints(TrainConfig)
-    for name in types:
-        if hasattr(args, f"cfg_{name}"):
-            values[name] = _convert(name, getattr(args, f"cfg_{name}"), types[name])
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"Unknown TrainConfig field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(names))}.")
-    config = TrainConfig(**values)
-    config.validate()
-    return config
-
-
-def _convert(name: str, text: str, kind: Any) -> Any:
-    """A flag's text as the field's type; 'none' for an optional field."""
-    options = typing.get_args(kind) or (kind,)
-    if type(None) in options and text.strip().lower() == "none":
-        return None
-    target = next(t for t in options if t is not type(None))
-    try:
-        return target(text)
-    except ValueError:
-        raise ConfigError(f"TrainConfig.{name}={text!r} is not valid: give a{'n' if target is int else ''} "
-                          f"{target.__name__}{' or none' if type(None) in options else ''}.") from None
+    flags = {name: getattr(args, f"cfg_{name}") for name in TrainConfig.field_names() if hasattr(args, f"cfg_{name}")}
+    return TrainConfig.from_texts(flags, base=values)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from cftclip_core.errors import DataError
+from cftclip_core.specs.training import TEXT_FIELDS
 
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("id", "image", "title", "summary")
 OPTIONAL_COLUMNS = ("label", "split")
-TEXT_FIELDS = ("title", "summary")
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 MAX_PROBLEMS_SHOWN = 50
 

@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cftclip_core.errors import ConfigError, TrainingError
+from cftclip_core.specs.training import DEFAULT_TEMPERATURE, LOSSES
 
 Features = tuple[Tensor, Tensor, Tensor | None]  # image, original text, counterfactual text
 
-DEFAULT_TEMPERATURE = 0.05  # the paper's LOSS_TEMPERATURE
 MAX_LOGIT_SCALE = 100.0  # CLIP's clip on exp(logit_scale)
 
 
@@ -251,14 +251,6 @@ class ClipLoss(ContrastiveLoss):
         all_image, all_text, _ = gathered
         i2t = image_to_text(local[0], all_text, labels, scale)
         return (i2t + image_to_text(local[1], all_image, labels, scale)) / 2
-
-
-LOSSES: dict[str, str] = {
-    "clip": "plain symmetric CLIP loss, learned scale (no counterfactuals)",
-    "i2t": "image-to-text InfoNCE at a fixed temperature, no counterfactuals (loss-form control)",
-    "cft": "the paper's loss: image-to-text InfoNCE with all counterfactuals as negatives",
-    "cftsym": "cft plus a text-to-image term over the originals, learned scale",
-}
 
 
 def build_loss(

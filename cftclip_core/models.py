@@ -28,10 +28,10 @@ from transformers.utils import logging as hf_logging
 
 from cftclip_core.errors import ModelError
 from cftclip_core.images import PreprocessConfig
+from cftclip_core.specs.training import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "openai/clip-vit-large-patch14"
 TINY_NAME = "tiny-demo"
 KNOWN_MODELS = {  # offered by name in the app; any hub id or local folder works too
     TINY_NAME: "tiny offline model (random weights, for trying the studio)",

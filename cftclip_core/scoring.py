@@ -23,11 +23,11 @@ from cftclip_core.errors import CftClipError
 from cftclip_core.formats import Table, check_text_field
 from cftclip_core.images import PixelCache, load_image, normalize, resize_and_crop, sha256_file
 from cftclip_core.models import LoadedModel
+from cftclip_core.specs.training import PRECISIONS
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)

@@ -38,111 +38,20 @@ from cftclip_core.evaluation import write_json
 from cftclip_core.heartbeat import Heartbeat
 from cftclip_core.formats import Record, Table, check_text_field
 from cftclip_core.images import PixelCache, load_image, normalize, sha256_file
-from cftclip_core.loss import LOSSES, ContrastiveLoss, build_loss
+from cftclip_core.loss import ContrastiveLoss, build_loss
 from cftclip_core.instance import instance_dir
-from cftclip_core.models import DEFAULT_MODEL, LoadedModel, load_model
-from cftclip_core.scoring import PRECISIONS, resolve_precision
+from cftclip_core.models import LoadedModel, load_model
+from cftclip_core.scoring import resolve_precision
+from cftclip_core.specs.training import SCHEDULES, TrainConfig  # noqa: F401 - re-exported: the trainer's config
 
 logger = logging.getLogger(__name__)
 
-SCHEDULES = ("cosine", "periodic", "constant")
 SNAPSHOTS_DIR = "snapshots"  # models saved at TrainConfig.snapshot_steps (one run, several lengths)
 LAST_DIR = "last"  # the resumable checkpoint written when a run is stopped (e.g. by SIGTERM)
 TRAINER_STATE = "trainer_state.pt"  # inside LAST_DIR: optimiser, schedule, step, RNG states
 RESUME_MAY_CHANGE = ("max_steps", "max_epochs", "device", "num_workers", "pixel_cache_dir", "gradient_checkpointing",
                      "snapshot_steps")
 PERIODIC_T_MAX = 100  # the original code's CosineAnnealingLR(T_max=100), stepped every iteration
-
-
-@dataclass
-class TrainConfig:
-    """Every training choice, with the paper's (or its released code's) value as the default."""
-
-    model: str = DEFAULT_MODEL  # backbone: hub id or local folder (the paper: CLIP ViT-L/14)
-    loss: str = "cft"  # one of loss.LOSSES; "cft" is the paper's
-    temperature: float = 0.05  # the paper's LOSS_TEMPERATURE (ignored by the learned-scale losses)
-    lr: float = 1e-4  # AdamW learning rate (the paper)
-    weight_decay: float = 0.01  # torch AdamW's default, which the original code kept
-    batch_size: int = 128  # the paper; training drops the last incomplete batch, validation keeps it
-    max_epochs: int = 20  # the paper
-    schedule: str = "cosine"  # "cosine": decays once over the run; "periodic": the original code's
-    # CosineAnnealingLR(T_max=100) stepped per iteration (0 at step 100, back to lr at 200); "constant"
-    warmup_steps: int = 0  # linear warm-up steps before the schedule (the paper: none)
-    val_every_steps: int = 160  # the original code's cadence at batch 128 (20,480 samples); the paper says 20
-    patience: int = 5  # validations without improvement before stopping (the paper)
-    freeze_text_layers: int = 11  # text embeddings + layers 0..k-1 frozen (the paper: 11 of ViT-L's 12)
-    freeze_vision_layers: int = 0  # vision embeddings + layers 0..k-1 frozen (the paper: 0)
-    counterfactuals_per_text: int = 1  # counterfactual texts per item used as negatives (the paper: 1)
-    seed: int = 0  # python, numpy and torch seeds, and the data order (the paper: 0-4)
-    precision: str = "auto"  # "auto" (bf16 where supported), "bf16" (autocast) or "fp32"
-    grad_clip: float | None = None  # max gradient norm; None = no clipping (the paper)
-    text_field: str = "summary"  # the text trained on (the paper: summary)
-    max_steps: int | None = None  # stop after this many optimiser steps (tests and demos)
-    device: str | None = None  # None: the model's device if given, else cuda when available, else cpu
-    num_workers: int = 0  # DataLoader worker processes
-    gradient_checkpointing: bool | None = None  # recompute activations in backward; None: on for CUDA runs
-    pixel_cache_dir: str | None = None  # share across runs so later seeds decode no image; None: out_dir/pixel-cache
-    snapshot_steps: tuple[int, ...] = ()  # also save the model after these steps, in out_dir/snapshots/step-N
-
-    def validate(self, *, text_layers: int | None = None, vision_layers: int | None = None) -> None:
-        """Raise ``ConfigError`` naming the first invalid field; layer counts check the freeze fields."""
-
-        def bad(name: str, why: str) -> ConfigError:
-            return ConfigError(f"TrainConfig.{name}={getattr(self, name)!r} is not valid: {why}.")
-
-        def is_int(v: object) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise bad("model", "give a hub id (e.g. openai/clip-vit-large-patch14) or a local model folder")
-        if self.loss not in LOSSES:
-            raise bad("loss", f"choose one of {', '.join(LOSSES)}")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
-            raise bad("temperature", "use a positive number such as 0.05 (the paper's)")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise bad("lr", "use a positive learning rate such as 1e-4 (the paper's)")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise bad("weight_decay", "use 0 or a positive number such as 0.01")
-        if not is_int(self.batch_size) or self.batch_size < 2:
-            raise bad("batch_size", "use at least 2 (a contrastive batch needs negatives); the paper used 128")
-        if not is_int(self.max_epochs) or self.max_epochs < 1:
-            raise bad("max_epochs", "use a positive integer (the paper: 20)")
-        if self.schedule not in SCHEDULES:
-            raise bad("schedule", f"choose one of {', '.join(SCHEDULES)}")
-        if not is_int(self.warmup_steps) or self.warmup_steps < 0:
-            raise bad("warmup_steps", "use 0 or a positive integer")
-        if not is_int(self.val_every_steps) or self.val_every_steps < 1:
-            raise bad("val_every_steps", "use a positive number of steps (the original code: 160)")
-        if not is_int(self.patience) or self.patience < 1:
-            raise bad("patience", "use at least 1 (the paper: 5)")
-        for name, limit, what in (("freeze_text_layers", text_layers, "text"),
-                                  ("freeze_vision_layers", vision_layers, "vision")):
-            value = getattr(self, name)
-            if not is_int(value) or value < 0:
-                raise bad(name, "use 0 or a positive number of layers")
-            if limit is not None and value > limit:
-                raise bad(name, f"the model's {what} tower has only {limit} layers; use 0 to {limit}")
-        if not is_int(self.counterfactuals_per_text) or self.counterfactuals_per_text < 1:
-            raise bad("counterfactuals_per_text", "use a positive integer (the paper: 1)")
-        if not is_int(self.seed) or self.seed < 0:
-            raise bad("seed", "use a non-negative integer")
-        if self.precision not in PRECISIONS:
-            raise bad("precision", f"choose one of {', '.join(PRECISIONS)}")
-        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
-            raise bad("grad_clip", "use a positive max norm, or None for no clipping")
-        try:
-            check_text_field(self.text_field)
-        except DataError:
-            raise bad("text_field", "choose title or summary") from None
-        if self.max_steps is not None and (not is_int(self.max_steps) or self.max_steps < 1):
-            raise bad("max_steps", "use a positive integer, or None to train for max_epochs")
-        if not is_int(self.num_workers) or self.num_workers < 0:
-            raise bad("num_workers", "use 0 or a positive integer")
-        if self.gradient_checkpointing not in (None, True, False):
-            raise bad("gradient_checkpointing", "use true, false, or none (on for CUDA runs)")
-        if not isinstance(self.snapshot_steps, (tuple, list)) or not all(
-                is_int(s) and s >= 1 for s in self.snapshot_steps):
-            raise bad("snapshot_steps", "give a list of positive step numbers, or none")
 
 
 @dataclass(frozen=True)
@@ -462,7 +371,7 @@ def train(
     config.validate()
     ranks = ranks or ranks_from_environment()
     if config.batch_size % ranks.world_size:
-        raise ConfigError(f"TrainConfig.batch_size={config.batch_size} is the global batch and must divide evenly "
+        raise ConfigError(f"batch_size={config.batch_size} is the global batch and must divide evenly "
                           f"over the {ranks.world_size} processes; use a multiple of {ranks.world_size}.")
     out = Path(out_dir)
     beat = heartbeat or Heartbeat(out, enabled=False)

@@ -13,11 +13,8 @@ import streamlit as st
 from annotations.importer import list_datasets
 from annotations.models import Experiment, TrainRun
 from cftclip_core.errors import CftClipError, ConfigError
-from cftclip_core.formats import TEXT_FIELDS
-from cftclip_core.loss import LOSSES, build_loss
 from cftclip_core.models import KNOWN_MODELS, tower_depths
-from cftclip_core.scoring import PRECISIONS
-from cftclip_core.training import SCHEDULES
+from cftclip_core.specs.training import LOSSES, PRECISIONS, SCHEDULES, TEXT_FIELDS
 from studio import charts
 from studio.common import escape_markdown, require_role, show_error, studio
 from train_jobs import api, views
@@ -80,10 +77,10 @@ def field_input(name: str) -> None:
     key, default = f"train_cfg_{name}", DEFAULTS[name]
     if name in CHOICES:
         st.selectbox(name, CHOICES[name], index=list(CHOICES[name]).index(default), key=key,
-                     help=f"TrainConfig.{name}; default {default}")
+                     help=f"{name}; default {default}")
     else:
         st.text_input(name, views.as_text(default), key=key,
-                      help=f"TrainConfig.{name}; default {views.as_text(default) or 'none'}"
+                      help=f"{name}; default {views.as_text(default) or 'none'}"
                            + ("; empty: none" if default is None else ""))
 
 
@@ -134,7 +131,7 @@ def launch() -> None:
     """The Launch button: create the experiment (everything is checked first; nothing is made on an error)."""
     state = st.session_state
     try:
-        config = views.config_from_texts({name: state[f"train_cfg_{name}"] for name in DEFAULTS
+        config = views.typed_values({name: state[f"train_cfg_{name}"] for name in DEFAULTS
                                           if f"train_cfg_{name}" in state})
         threshold = state["train_threshold"]
         backend, gpus = where_to_run()
@@ -227,10 +224,10 @@ def method_inputs(train_id: int, train_name: str, checkpoints: dict[str, str]) -
     if model == OTHER_MODEL:
         st.text_input("Hub id or local model folder", key="train_model_other")
     loss = st.radio("Method", list(LOSSES), index=list(LOSSES).index(DEFAULTS["loss"]), key="train_loss",
-                    format_func=lambda name: f"{name}: {LOSSES[name]}")
+                    format_func=lambda name: f"{name}: {LOSSES[name].description}")
     with app.sessions() as session:
         per_item = views.counterfactuals_per_item(session, train_id)
-    if build_loss(loss).uses_counterfactuals and per_item == 0:
+    if LOSSES[loss].uses_counterfactuals and per_item == 0:
         st.warning(f"'{escape_markdown(train_name)}' has no counterfactual texts, and {loss} trains on them. Make "
                    "them with `python -m cftclip_core counterfactual --data TABLE --out TABLE_CF` and import that "
                    "table, or choose clip or i2t.")

@@ -189,9 +189,9 @@ def test_launch_queues_one_run_per_seed_with_the_forms_config_and_shows_them(
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("train_cfg_lr", "fast", "TrainConfig.lr='fast' is not valid"),
-    ("train_cfg_batch_size", "1", "TrainConfig.batch_size=1 is not valid"),
-    ("train_cfg_batch_size", "64", "TrainConfig.batch_size=64 is larger than the 19 training item(s)"),
+    ("train_cfg_lr", "fast", "lr='fast' is not valid"),
+    ("train_cfg_batch_size", "1", "batch_size=1 is not valid"),
+    ("train_cfg_batch_size", "64", "batch_size=64 is larger than the 19 training item(s)"),
     ("train_seeds", "4-0", "Seeds '4-0' are not valid"),
 ])
 def test_invalid_settings_show_the_field_and_launch_nothing(app_instance, launcher, dataset: int, field: str,

@@ -19,12 +19,12 @@ from train_jobs.api import create_proof_experiment, experiment_runs
 def test_form_text_becomes_typed_config_and_unparsable_text_is_left_for_the_check() -> None:
     texts = {"lr": "2e-4", "batch_size": "8", "max_steps": "", "grad_clip": "none", "device": "",
              "gradient_checkpointing": "true", "text_field": "title", "patience": "five", "weight_decay": "0"}
-    assert views.config_from_texts(texts) == {
+    assert views.typed_values(texts) == {
         "lr": 2e-4, "batch_size": 8, "max_steps": None, "grad_clip": None, "device": None,
         "gradient_checkpointing": True, "text_field": "title", "patience": "five", "weight_decay": 0.0}
     defaults = views.form_defaults()
     assert "seed" not in defaults and defaults["lr"] == 1e-4 and defaults["batch_size"] == 128
-    assert views.config_from_texts({name: views.as_text(value) for name, value in defaults.items()}) == defaults
+    assert views.typed_values({name: views.as_text(value) for name, value in defaults.items()}) == defaults
 
 
 @pytest.mark.parametrize(("text", "seeds"), [

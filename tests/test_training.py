@@ -69,7 +69,7 @@ def test_defaults_are_the_papers() -> None:
 )
 def test_validate_names_the_bad_field(changes: dict, field_name: str) -> None:
     config = TrainConfig(**changes)
-    with pytest.raises(ConfigError, match=rf"TrainConfig\.{field_name}="):
+    with pytest.raises(ConfigError, match=rf"(?<!\.){field_name}="):
         config.validate(text_layers=12, vision_layers=24)
 
 
@@ -194,7 +194,7 @@ def test_snapshots_are_the_weights_of_one_run_at_each_listed_step(tiny_model_dir
     assert all(torch.equal(at_3[k], short[k]) for k in at_3)
     at_6 = load_model(str(snapshots / "step-6")).model.state_dict()
     assert any(not torch.equal(at_3[k], at_6[k]) for k in at_3)
-    with pytest.raises(ConfigError, match=r"TrainConfig\.snapshot_steps="):
+    with pytest.raises(ConfigError, match=r"snapshot_steps="):
         TrainConfig(snapshot_steps=(0,)).validate()
 
 

@@ -8,7 +8,6 @@ is written or launched, with errors that name the field.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cftclip_core.errors import ConfigError
+from cftclip_core.specs.training import TrainConfig
 
 THRESHOLDS = ("val-median", "f1-optimal")
 PROOF_FIELDS = {"world": "many", "arm": "cft"}  # the proof's options and their defaults
@@ -60,27 +60,17 @@ def config_hash(config: Mapping[str, Any]) -> str:
 def validate_train_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config as a plain dict if ``TrainConfig`` accepts it; else ``ConfigError`` naming the field.
 
-    This imports ``cftclip_core.training.TrainConfig`` (the one exception to reaching cftclip_core
-    only through its command line): the same rules, checked before a run is created, not minutes
-    later in a job's log. The freeze fields are checked against the model's depth when its config
-    can be read here (the tiny model, a local folder, a downloaded hub model).
+    The same rules as the trainer's (``cftclip_core.specs``, torch-free), checked before a run is
+    created, not minutes later in a job's log. The freeze fields are checked against the model's depth
+    when its config can be read here (the tiny model, a local folder, a downloaded hub model).
     """
-    from cftclip_core.models import tower_depths
-    from cftclip_core.training import TrainConfig
+    from cftclip_core.models import tower_depths  # reads config files; imports torch, so only when checking
 
     config = dict(config)
     if "seed" in config:
-        raise ConfigError("TrainConfig.seed is set per run from the experiment's seeds; remove it from the config "
-                          "and list the seeds instead (default 0-4).")
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(config) - names)
-    if unknown:
-        raise ConfigError(f"Unknown TrainConfig field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(names))}.")
-    for name, value in config.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"TrainConfig.{name}={value!r} is not valid: use a finite number.")
-    checked = TrainConfig(**config)
-    checked.validate()
+        raise ConfigError("seed is set per run from the experiment's seeds; remove it from the config and list the "
+                          "seeds instead (default 0-4).")
+    checked = TrainConfig.from_mapping(config)
     depths = tower_depths(checked.model)
     if depths is not None:
         checked.validate(text_layers=depths[0], vision_layers=depths[1])

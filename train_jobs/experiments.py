@@ -30,6 +30,7 @@ from annotations.review import gold_frame
 from annotations.settings import Settings
 from cftclip_core.errors import CftClipError, ConfigError
 from cftclip_core.specs.seeds import check_seeds
+from cftclip_core.specs.training import LOSSES, TrainConfig
 from train_jobs import commands, provenance, runfiles, states
 from train_jobs.gpus import GpuInventory, discover_gpus
 
@@ -267,7 +268,7 @@ def _check_datasets(session: Session, request: ExperimentRequest, config: dict[s
     n_train = train_splits.get(TRAIN_SPLIT, 0) if tables["train"][1] else sum(train_splits.values())
     batch_size = config.get("batch_size", _default("batch_size"))
     if n_train < batch_size:
-        raise ConfigError(f"TrainConfig.batch_size={batch_size} is larger than the {n_train} training item(s) of "
+        raise ConfigError(f"batch_size={batch_size} is larger than the {n_train} training item(s) of "
                           f"'{train_name}'; lower batch_size or add data.")
     if _needs_counterfactuals(config) and not _has_counterfactuals(session, train_id):
         raise ExperimentError(
@@ -291,16 +292,11 @@ def _describe(splits: Mapping[str | None, int]) -> str:
 
 
 def _default(name: str) -> Any:
-    from cftclip_core.training import TrainConfig  # see commands.validate_train_config
-
     return getattr(TrainConfig(), name)
 
 
 def _needs_counterfactuals(config: Mapping[str, Any]) -> bool:
-    from cftclip_core.loss import build_loss  # the loss's own answer, not a copy of its list
-
-    return build_loss(config.get("loss", _default("loss")),
-                      temperature=config.get("temperature", _default("temperature"))).uses_counterfactuals
+    return LOSSES[config.get("loss", _default("loss"))].uses_counterfactuals
 
 
 def _has_counterfactuals(session: Session, dataset_id: int) -> bool:

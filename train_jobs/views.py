@@ -24,8 +24,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from annotations.models import RUN_STATES, Experiment, Item, TrainRun
-from cftclip_core.errors import ConfigError
 from cftclip_core.specs.seeds import parse_seeds  # noqa: F401 - the form's seed parser, re-exported for pages
+from cftclip_core.specs.training import TrainConfig, as_text, typed_values  # noqa: F401 - the form's, for pages
 from train_jobs import states
 from train_jobs.experiments import list_experiments
 from train_jobs.results import results_row
@@ -37,42 +37,12 @@ NOT_ON_FORM = ("seed", "pixel_cache_dir", "snapshot_steps")  # per run, set by t
 PROOF_METRICS = ("roc_auc", "f1", "name_accuracy", "context_auc")
 HEADLINE = (("f1", "F1"), ("roc_auc", "ROC-AUC"), ("name_accuracy", "name accuracy"))
 _COUNTERFACTUAL = re.compile(r"^counterfactual(_\d+)?$")
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 # --- the launch form -----------------------------------------------------------------------------------
 def form_defaults() -> dict[str, Any]:
     """Every ``TrainConfig`` field the form offers, with its default (the paper's values)."""
-    from cftclip_core.training import TrainConfig  # the rules' own home, as in commands.validate_train_config
-
     return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name not in NOT_ON_FORM}
-
-
-def as_text(value: Any) -> str:
-    """A config value as the form shows it: empty for None."""
-    return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def config_from_texts(texts: Mapping[str, str]) -> dict[str, Any]:
-    """Typed config values from the form's text, by each field's annotation (``int | None``...)."""
-    from cftclip_core.training import TrainConfig
-
-    kinds = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-    config: dict[str, Any] = {}
-    for name, raw in texts.items():
-        text = str(raw).strip()
-        kind = kinds.get(name, "str")
-        if text.lower() in ("", "none") and "None" in kind:
-            config[name] = None
-        elif kind.startswith("bool") and text.lower() in _TRUE + _FALSE:
-            config[name] = text.lower() in _TRUE
-        elif kind.startswith("int") and re.fullmatch(r"[+-]?\d+", text):
-            config[name] = int(text)
-        elif kind.startswith("float") and _is_float(text):
-            config[name] = float(text)
-        else:
-            config[name] = text  # a str field, or text TrainConfig will refuse naming the field
-    return config
 
 
 def unique_name(session: Session, base: str) -> str:
@@ -256,14 +226,6 @@ def format_duration(seconds: float | None) -> str:
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _number(value: Any) -> float | None:
     """A finite int or float (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

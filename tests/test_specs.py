@@ -1,0 +1,55 @@
+"""The specifications: torch-free, one set of rules for the trainer, the command line, the queue and the form."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cftclip_core.errors import ConfigError
+from cftclip_core.specs.seeds import check_seeds, format_seeds, parse_seeds
+from cftclip_core.specs.training import LOSSES, TrainConfig, as_text, typed_values
+
+TORCH_FREE = ["cftclip_core.specs.training", "cftclip_core.specs.seeds"]
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_specs_import_no_torch(module: str) -> None:
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", f"{module} pulls in torch"
+
+
+def test_loss_specs_say_what_the_loss_modules_do() -> None:
+    from cftclip_core.loss import build_loss
+
+    for name, spec in LOSSES.items():
+        module = build_loss(name)
+        assert (module.uses_counterfactuals, module.learns_scale) == (spec.uses_counterfactuals, spec.learns_scale)
+
+
+def test_form_text_round_trips_and_bad_text_is_refused_naming_the_field() -> None:
+    defaults = TrainConfig()
+    texts = {name: as_text(getattr(defaults, name)) for name in TrainConfig.field_names()}
+    assert TrainConfig.from_texts(texts) == defaults
+    assert TrainConfig.from_texts({"snapshot_steps": "400, 1200"}).snapshot_steps == (400, 1200)
+    assert typed_values({"lr": "inf"}) == {"lr": "inf"}  # left for validate, which names the field
+    for texts, message in [({"lr": "inf"}, "lr='inf' is not valid"), ({"batch_size": "1"}, "batch_size=1 is not"),
+                           ({"max_steps": str(10**23)}, "max_steps=.* is not valid"),
+                           ({"snapshot_steps": "a,b"}, "snapshot_steps='a,b' is not valid")]:
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig.from_texts(texts)
+    with pytest.raises(ConfigError, match="unknown field.*batch_sise"):
+        TrainConfig.from_mapping({"batch_sise": 8})
+    with pytest.raises(ConfigError, match="lr=nan is not valid"):
+        TrainConfig.from_mapping({"lr": float("nan")})
+
+
+def test_seeds_parse_format_and_check() -> None:
+    assert parse_seeds("0-2, 7") == (0, 1, 2, 7)
+    assert format_seeds([2, 0, 1]) == "0-2" and format_seeds([0, 2]) == "0,2"
+    assert parse_seeds(format_seeds((3, 5, 9))) == (3, 5, 9)
+    for bad in [(), (0, 0), (-1,), (True,), (10**23,)]:
+        with pytest.raises(ConfigError):
+            check_seeds(bad)
