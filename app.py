@@ -10,7 +10,9 @@ import streamlit as st
 
 from annotations.users import needs_setup
 from cftclip_core.errors import CftClipError
-from studio.common import current_user, enter_through_app, escape_markdown, show_error, sign_out, studio
+from studio.auth import current_user, sign_out
+from studio.common import escape_markdown, show_error
+from studio.instance import enter_through_app, studio
 from train_jobs.api import poll
 
 st.set_page_config(page_title="CFT-CLIP Studio", page_icon=":material/newspaper:", layout="wide")

@@ -24,14 +24,16 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from cftclip_core.errors import ImageError, ModelError
 from cftclip_core.media_store import check_sha256
+
+if TYPE_CHECKING:  # torch is imported where a batch is normalised, so that loading images needs no torch
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -362,6 +364,8 @@ def normalize(batch: torch.Tensor | np.ndarray, cfg: PreprocessConfig = Preproce
     Uses a 256-entry table per channel computed exactly as transformers does (x * rescale in
     float64, cast to float32, then (x - mean) / std in float32), so results match bit for bit.
     """
+    import torch
+
     x = torch.as_tensor(batch)
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected a uint8 batch NxHxWx3, got {tuple(x.shape)} {x.dtype}")

@@ -1,4 +1,8 @@
-"""Streamlit glue shared by the pages: the instance, the signed-in user, cached models, thumbnails."""
+"""Streamlit glue shared by the pages: error messages, untrusted text, thumbnails, the role check.
+
+The instance and database are in ``studio.instance``, who is signed in in ``studio.auth``; ``studio`` and
+``require_role`` are importable from here too, as every page needs them.
+"""
 
 from __future__ import annotations
 
@@ -6,81 +10,18 @@ import base64
 import html
 import io
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
-from streamlit.runtime.scriptrunner import get_script_run_ctx
-from sqlalchemy.orm import Session, sessionmaker
 
-from annotations.db import make_engine, session_factory, upgrade
-from annotations.importer import ensure_demo_dataset
-from annotations.labeling import release_leases
 from annotations.models import User
-from annotations.settings import Settings
-from annotations.users import end_session, user_for_session
 from cftclip_core.images import load_image
 from cftclip_core.media_store import MediaStore
-from cftclip_core.models import LoadedModel, load_model
+from studio.auth import HOLDS_LEASE, current_user, give_back_leases, remember_sign_in, sign_out  # noqa: F401
+from studio.instance import studio
 
 THUMBNAIL_PIXELS = 160
-HOLDS_LEASE = "holds_lease"  # set while the Annotate page shows this browser session a card leased to the user
-SESSION_PARAM = "session"  # the sign-in token rides in the URL so that a browser refresh keeps it
-
-
-@dataclass(frozen=True)
-class Studio:
-    settings: Settings
-    sessions: sessionmaker[Session]
-
-
-ENTERED_THROUGH_APP = "_entered_through_app"  # session-state flag set by app.py on every run
-
-
-def enter_through_app() -> None:
-    """Called first by app.py: this session's runs go through the entry point."""
-    st.session_state[ENTERED_THROUGH_APP] = True
-
-
-def require_app_entry() -> None:
-    """Rerun through app.py when a page was started without it.
-
-    On the first run after a server start Streamlit still treats ``pages/`` as an old-style page folder:
-    a link such as ``/train`` runs ``pages/train.py`` directly, without app.py's navigation and start-up
-    checks. That happens once per server process; a rerun then goes through app.py and its
-    ``st.navigation``, which opens the same page properly. (A page run on its own as the main script,
-    as in tests, is left alone.) Streamlit leaves that mode only when ``st.navigation`` is called, which
-    the folder mode itself does not do, so the flag is switched off here as ``st.navigation`` would.
-    """
-    ctx = get_script_run_ctx()
-    started_from_app = ctx is not None and Path(ctx.main_script_path).name == "app.py"
-    if started_from_app and not st.session_state.get(ENTERED_THROUGH_APP):
-        # What st.navigation itself does on its first call (Streamlit 1.67): leave the folder mode for good.
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-def studio() -> Studio:
-    """The instance folder and database (every page reaches them through here)."""
-    require_app_entry()
-    return _open_studio()
-
-
-@st.cache_resource(show_spinner="Preparing the studio (first start: database and demo dataset)...")
-def _open_studio() -> Studio:
-    """The instance folder and database, created and upgraded once per server process."""
-    settings = Settings.from_env().ensure()
-    upgrade(settings.database_url)
-    sessions = session_factory(make_engine(settings.database_url))
-    ensure_demo_dataset(settings, sessions)
-    return Studio(settings, sessions)
-
-
-@st.cache_resource(show_spinner="Loading the model...", max_entries=2)
-def cached_model(name: str) -> LoadedModel:
-    return load_model(name, cache_dir=studio().settings.models_dir)
 
 
 def show_answers(answers: pd.DataFrame) -> None:
@@ -121,40 +62,11 @@ def thumbnail_uri(path: str) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def current_user() -> User | None:
-    """The signed-in user of this browser tab, or None."""
-    require_app_entry()
-    token = st.session_state.get(SESSION_PARAM) or st.query_params.get(SESSION_PARAM)
-    if not token:
-        return None
-    user = user_for_session(studio().sessions, token)
-    if user is None:  # expired, signed out elsewhere, or deactivated
-        st.session_state.pop(SESSION_PARAM, None)
-        st.query_params.pop(SESSION_PARAM, None)
-        return None
-    st.session_state[SESSION_PARAM] = token
-    st.query_params[SESSION_PARAM] = token
-    return user
+@st.cache_resource(show_spinner="Loading the model...", max_entries=2)
+def cached_model(name: str):  # noqa: ANN201 - a cftclip_core.models.LoadedModel
+    from cftclip_core.models import load_model  # torch: only when a page scores
 
-
-def remember_sign_in(token: str) -> None:
-    st.session_state[SESSION_PARAM] = token
-    st.query_params[SESSION_PARAM] = token
-
-
-def give_back_leases(user_id: int, *, signing_out: bool = False) -> None:
-    """The user left the Annotate page (or signs out): the item they held goes to the next annotator now,
-    not when the lease runs out."""
-    if st.session_state.pop(HOLDS_LEASE, False) or signing_out:
-        release_leases(studio().sessions, user_id)
-
-
-def sign_out(user_id: int) -> None:
-    give_back_leases(user_id, signing_out=True)
-    token = st.session_state.pop(SESSION_PARAM, None)
-    st.query_params.pop(SESSION_PARAM, None)
-    if token:
-        end_session(studio().sessions, token)
+    return load_model(name, cache_dir=studio().settings.models_dir)
 
 
 def require_role(*roles: str, annotating: bool = False) -> User:
