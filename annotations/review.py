@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from annotations import agreement
+from cftclip_core import agreement
 from annotations.db import write_session
 from annotations.importer import export_dataset, get_dataset
 from annotations.models import GoldEvent, GoldLabel, Item, Label, User, utcnow

@@ -3,7 +3,8 @@ researcher records why each confident disagreement happened (feeding a hard-case
 
 import streamlit as st
 
-from annotations import results
+from annotations import results as store
+from cftclip_core import results
 from cftclip_core.errors import CftClipError
 from studio import charts
 from studio.common import escape_markdown, media_path, plain_text, require_role, show_error, studio
@@ -100,7 +101,7 @@ with votes_tab:
 
 with triage_tab:
     with app.sessions() as session:
-        decisions = results.triage_decisions(session, info.id)
+        decisions = store.triage_decisions(session, info.id)
     queue = results.triage_queue(frame, threshold.value, decisions)
     controls = st.columns(2)
     margin = controls[0].number_input("At least this far from the threshold", 0.0, 2.0, 0.0, step=0.01,
@@ -135,22 +136,22 @@ with triage_tab:
             link_to_article(int(chosen))
         with st.form(f"triage-{chosen}"):
             current = row["verdict"] if isinstance(row["verdict"], str) else None
-            verdict = st.radio("Why do they disagree?", list(results.VERDICTS), format_func=results.VERDICTS.get,
-                               horizontal=True, index=list(results.VERDICTS).index(current) if current else None)
+            verdict = st.radio("Why do they disagree?", list(store.VERDICTS), format_func=store.VERDICTS.get,
+                               horizontal=True, index=list(store.VERDICTS).index(current) if current else None)
             note = st.text_input("Note (optional)", value=row["note"] if isinstance(row["note"], str) else "")
             if st.form_submit_button("Save verdict", type="primary"):
                 try:
                     if verdict is None:
                         raise results.ResultsError("Pick a verdict first: model wrong, humans wrong, ambiguous or "
                                                    "broken image.")
-                    results.record_triage(app.sessions, int(chosen), info.id, verdict, note, user.id, threshold)
+                    store.record_triage(app.sessions, int(chosen), info.id, verdict, note, user.id, threshold)
                 except CftClipError as exc:
                     show_error(exc)
                 else:
                     charts.clear_caches()
-                    st.toast(f"Verdict saved: {escape_markdown(results.VERDICTS[verdict])}.")
+                    st.toast(f"Verdict saved: {escape_markdown(store.VERDICTS[verdict])}.")
                     st.rerun()
     with app.sessions() as session:
-        hard = results.hard_cases(session, dataset.id)
+        hard = store.hard_cases(session, dataset.id)
     st.caption(f"Hard cases: {len(hard)} triaged disagreement(s) in this dataset, over all its score sets.")
     charts.csv_button(hard, f"{dataset.name}-hard-cases", "triage_hard_cases", "Download the hard cases (CSV)")

@@ -5,14 +5,24 @@ from functools import partial
 
 import streamlit as st
 
-from annotations import results
+from annotations import results as store
 from annotations.predictions import score_dataset
+from cftclip_core import results
 from cftclip_core.errors import CftClipError
 from cftclip_core.formats import TEXT_FIELDS
 from cftclip_core.models import KNOWN_MODELS, TINY_NAME
 from studio import charts
-from studio.common import cached_model, escape_markdown, media_path, plain_text, require_role, show_answers, \
-    show_error, studio, thumbnail_uri
+from studio.common import (
+    cached_model,
+    escape_markdown,
+    media_path,
+    plain_text,
+    require_role,
+    show_answers,
+    show_error,
+    studio,
+    thumbnail_uri,
+)
 
 ROW_HEIGHT = 72  # tall enough to judge a thumbnail
 VISIBLE_ROWS = 10
@@ -170,7 +180,7 @@ item_id = st.selectbox("Open an article", list(titles), index=None, format_func=
                        placeholder="Pick an article, select a table row, or click a chart point")
 if item_id is not None:
     with app.sessions() as session:
-        detail = results.item_detail(session, int(item_id))
+        detail = store.item_detail(session, int(item_id))
     picture, text_side = st.columns([3, 2], gap="large")
     with picture:
         image = media_path(detail.media_sha256)

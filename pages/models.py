@@ -4,7 +4,7 @@ side by side with a paired bootstrap over the items both scored."""
 import pandas as pd
 import streamlit as st
 
-from annotations import results
+from cftclip_core import results
 from cftclip_core.errors import CftClipError
 from cftclip_core.metrics import METRIC_NAMES
 from studio import charts

@@ -4,7 +4,7 @@ and how the model's agreement with the reference compares with the annotators' o
 import pandas as pd
 import streamlit as st
 
-from annotations import results
+from cftclip_core import results
 from cftclip_core.metrics import compute_metrics
 from studio import charts
 from studio.common import require_role

@@ -1,9 +1,9 @@
 """Shared pieces of the results pages (Articles, Thresholds, Disagreement, Models): the pickers they all
-use, the cached loader, Altair charts built from frames already aggregated by ``annotations.results``,
+use, the cached loader, Altair charts built from frames already aggregated by ``cftclip_core.results``,
 and the export buttons beside every chart (CSV of its data, SVG, PNG) and table (CSV).
 
 Caching: query results are cached with ``st.cache_data`` under a key that holds the dataset's data
-version (``results.data_version``), which changes with every write to scores, labels, gold or triage,
+version (``store.data_version``), which changes with every write to scores, labels, gold or triage,
 whoever makes it (another page, an annotator, the command line); a page that writes also clears the
 cached reads, so nothing shown is ever stale.
 """
@@ -18,9 +18,10 @@ import streamlit as st
 import vl_convert
 from streamlit.delta_generator import DeltaGenerator
 
-from annotations import results
+from annotations import results as store
 from annotations.importer import list_datasets
 from annotations.models import Dataset
+from cftclip_core import results
 from studio.common import studio
 
 TINY_WARNING = (
@@ -41,13 +42,13 @@ THRESHOLD_COLOURS = alt.Scale(domain=["val-median", "f1-optimal", OWN_THRESHOLD]
 def _cached_results(dataset_id: int, reference: str, version: tuple[object, ...]) -> results.ResultsData:
     del version  # part of the cache key only
     with studio().sessions() as session:
-        return results.load_results(session, dataset_id, reference)
+        return store.load_results(session, dataset_id, reference)
 
 
 def version_of(dataset_id: int) -> tuple[object, ...]:
     """The dataset's data version: part of the key of every cached results query."""
     with studio().sessions() as session:
-        return results.data_version(session, dataset_id)
+        return store.data_version(session, dataset_id)
 
 
 def results_data(dataset_id: int, reference: str) -> results.ResultsData:

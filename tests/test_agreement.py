@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from annotations import agreement as A
+from cftclip_core import agreement as A
 from cftclip_core.errors import ConfigError, DataError
 
 # Any division by zero or mean of nothing inside the module would surface as a RuntimeWarning.

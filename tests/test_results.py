@@ -1,4 +1,5 @@
-"""annotations.results: what the results pages show, checked against the metrics library and brute force.
+"""cftclip_core.results (pure) and annotations.results (queries): what the results pages show, checked against the
+metrics library and brute force.
 
 ``seed_results`` (also used by the page tests, the browser test and the benchmark) fills a database the way
 a project does: a synthetic dataset imported through the importer, score sets stored like scoring does,
@@ -16,15 +17,16 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from annotations import results
+from annotations import results as store
 from annotations.importer import import_dataset
 from annotations.labeling import cast_vote
 from annotations.models import TriageDecision
 from annotations.review import set_gold
 from annotations.score_sets import TINY_NOTE, store_score_set
 from annotations.users import create_user
-from cftclip_core import metrics
+from cftclip_core import agreement, metrics, results
 from cftclip_core.formats import read_table
+from cftclip_core.results import thresholds
 from cftclip_core.synthetic import WorldConfig, generate_dataset
 
 # name, chance of voting against the file's label, share of the items they label
@@ -46,7 +48,7 @@ def seed_results(factory, settings, folder: Path, n_items: int = 40, *, n_score_
     table = read_table(generate_dataset(folder / name, n_items, WorldConfig(image_size=32), seed=seed))
     dataset = import_dataset(factory, settings, table, name)
     with factory() as session:
-        items = results.load_results(session, dataset.id, "imported").items
+        items = store.load_results(session, dataset.id, "imported").items
     labels = items["reference"].to_numpy(dtype=int)
     rng = np.random.default_rng(seed)
     ids = []
@@ -72,7 +74,7 @@ def seeded(factory, instance, tmp_path: Path) -> Seeded:  # noqa: ANN001
 
 def load(factory, seeded: Seeded, reference: str = "gold") -> results.ResultsData:  # noqa: ANN001
     with factory() as session:
-        return results.load_results(session, seeded.dataset_id, reference)
+        return store.load_results(session, seeded.dataset_id, reference)
 
 
 def test_every_score_set_vote_and_gold_line_up_per_item(factory, seeded: Seeded) -> None:  # noqa: ANN001
@@ -131,12 +133,12 @@ def test_curves_are_thinned_keep_the_best_f1_and_kappa_matches_sklearn() -> None
     labels = rng.integers(0, 2, 1000)
     scores = 0.2 + 0.05 * labels + rng.normal(0, 0.05, 1000)
     curves = results.threshold_curves(scores, labels)
-    assert len(curves) <= results.CURVE_POINTS + 1 and curves["threshold"].is_monotonic_increasing
+    assert len(curves) <= thresholds.CURVE_POINTS + 1 and curves["threshold"].is_monotonic_increasing
     assert curves["f1"].max() == pytest.approx(metrics.threshold_sweep(scores, labels).f1.max())
     for row in curves.iloc[[10, 150, 250]].itertuples():
         assert row.kappa == pytest.approx(cohen_kappa_score(labels, (scores > row.threshold).astype(int)))
         assert row.tpr == pytest.approx(np.mean(scores[labels == 1] > row.threshold))
-    assert np.isnan(results.kappa_from_counts(5, 0, 0, 0))  # both raters always said 1: undefined
+    assert np.isnan(agreement.kappa_from_counts(5, 0, 0, 0))  # both raters always said 1: undefined
 
 
 def test_histogram_counts_every_item_once_per_label() -> None:
@@ -217,23 +219,23 @@ def test_triage_verdict_is_recorded_replaced_refused_and_exported(factory, insta
     assert queue["model_disagrees"].all() and queue["margin"].is_monotonic_decreasing
     item = int(frame.iloc[0]["item_id"])
     with factory() as session:
-        before = results.data_version(session, seeded.dataset_id)
-    results.record_triage(factory, item, weak, "ambiguous", "crop hides the face", seeded.researcher_id, threshold)
-    results.record_triage(factory, item, weak, "model_wrong", " the minister is in the photo ", seeded.researcher_id,
+        before = store.data_version(session, seeded.dataset_id)
+    store.record_triage(factory, item, weak, "ambiguous", "crop hides the face", seeded.researcher_id, threshold)
+    store.record_triage(factory, item, weak, "model_wrong", " the minister is in the photo ", seeded.researcher_id,
                           threshold)
     with pytest.raises(results.ResultsError, match="verdict is one of"):
-        results.record_triage(factory, item, weak, "dunno", "", seeded.researcher_id, threshold)
+        store.record_triage(factory, item, weak, "dunno", "", seeded.researcher_id, threshold)
     with pytest.raises(results.ResultsError, match="choose a threshold first"):
-        results.record_triage(factory, item, weak, "ambiguous", "", seeded.researcher_id,
+        store.record_triage(factory, item, weak, "ambiguous", "", seeded.researcher_id,
                               results.ThresholdChoice("f1-optimal", None))
     other = seed_results(factory, instance, tmp_path / "other", 4, n_score_sets=1, annotators=(), name="other")
     with pytest.raises(results.ResultsError, match="not in the dataset"):
-        results.record_triage(factory, item, other.score_set_ids[0], "ambiguous", "", seeded.researcher_id, threshold)
+        store.record_triage(factory, item, other.score_set_ids[0], "ambiguous", "", seeded.researcher_id, threshold)
     with factory() as session:
-        decisions = results.triage_decisions(session, weak)
-        hard = results.hard_cases(session, seeded.dataset_id)
+        decisions = store.triage_decisions(session, weak)
+        hard = store.hard_cases(session, seeded.dataset_id)
         assert session.query(TriageDecision).count() == 1
-        assert results.data_version(session, seeded.dataset_id) != before
+        assert store.data_version(session, seeded.dataset_id) != before
     assert decisions[["item_id", "verdict", "note"]].values.tolist() == [[item, "model_wrong", "the minister is in the photo"]]
     assert hard[["verdict", "score_set_id", "decided_by"]].values.tolist() == [["model_wrong", weak, "synthetic-lead"]]
     assert hard.iloc[0]["similarity"] == pytest.approx(frame.iloc[0]["similarity"])
@@ -287,7 +289,7 @@ def test_confusion_cells_count_every_labelled_item(factory, seeded: Seeded) -> N
 def test_data_version_changes_with_every_kind_of_write(factory, seeded: Seeded) -> None:  # noqa: ANN001
     def version() -> tuple[object, ...]:
         with factory() as session:
-            return results.data_version(session, seeded.dataset_id)
+            return store.data_version(session, seeded.dataset_id)
 
     seen = [version()]
     data = load(factory, seeded)
@@ -299,7 +301,7 @@ def test_data_version_changes_with_every_kind_of_write(factory, seeded: Seeded) 
     seen.append(version())
     store_score_set(factory, seeded.dataset_id, "another", "fp", "summary", {item: (0.3, False)})
     seen.append(version())
-    results.record_triage(factory, item, seeded.score_set_ids[0], "ambiguous", "", seeded.researcher_id,
+    store.record_triage(factory, item, seeded.score_set_ids[0], "ambiguous", "", seeded.researcher_id,
                           results.ThresholdChoice("fixed", 0.2))
     seen.append(version())
     assert len(set(seen)) == len(seen)

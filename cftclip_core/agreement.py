@@ -1,4 +1,5 @@
-"""Inter-annotator agreement: pure functions over a long table of votes (no database access).
+"""Inter-annotator agreement: pure functions over a long table of votes (no database access), and
+Cohen's kappa from a 2x2 table (the one kappa formula of the project, also used by the results pages).
 
 A *votes* table has one row per vote: ``item_id``, ``annotator_id``, ``value``. Each annotator votes
 at most once per item; items may have different numbers of votes, and a skipped item simply has no
@@ -120,6 +121,27 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 _CERTAIN = 1.0 - 1e-12
 
 
+def chance_corrected(observed: Any, expected: Any) -> np.ndarray:
+    """Cohen's kappa from observed and chance agreement, elementwise: (po - pe) / (1 - pe); NaN where the
+    chance agreement is 1 (kappa is 0/0) or either is NaN (no item)."""
+    po, pe = np.asarray(observed, dtype=float), np.asarray(expected, dtype=float)
+    defined = np.nan_to_num(pe, nan=1.0) < _CERTAIN
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(defined, (po - pe) / np.where(defined, 1.0 - pe, 1.0), np.nan)
+
+
+def kappa_from_counts(tp: Any, fp: Any, tn: Any, fn: Any) -> np.ndarray:
+    """Cohen's kappa of two binary raters from their 2x2 table (elementwise over arrays of tables); NaN where
+    the table is empty or chance agreement is 1. ``tp``: both said 1, ``fp``: the first 1 and the second 0."""
+    tp, fp, tn, fn = (np.asarray(x, dtype=float) for x in (tp, fp, tn, fn))
+    n = tp + fp + tn + fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        observed = np.where(n > 0, (tp + tn) / np.where(n > 0, n, 1.0), np.nan)
+        expected = np.where(n > 0, ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / np.where(n > 0, n * n, 1.0),
+                            np.nan)
+    return chance_corrected(observed, expected)
+
+
 def _kappa(a: np.ndarray, b: np.ndarray, n_categories: int) -> tuple[float, float, float, str]:
     """Cohen's kappa of two aligned code arrays: (observed, expected, kappa, note)."""
     n = len(a)
@@ -129,7 +151,7 @@ def _kappa(a: np.ndarray, b: np.ndarray, n_categories: int) -> tuple[float, floa
     pe = float(np.bincount(a, minlength=n_categories) @ np.bincount(b, minlength=n_categories)) / (n * n)
     if pe >= _CERTAIN:
         return po, pe, math.nan, "undefined: both always gave the same single class (chance agreement is 1)"
-    return po, pe, (po - pe) / (1.0 - pe), ""
+    return po, pe, float(chance_corrected(po, pe)), ""
 
 
 # ---------------------------------------------------------------------------------------------
