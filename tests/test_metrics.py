@@ -223,7 +223,7 @@ def test_bootstrap_resamples_match_sklearn_on_the_same_items() -> None:
 def test_bootstrap_does_not_depend_on_memory_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
     s, y = _data(13, n=100)
     whole = M.bootstrap_metrics(s, y, 0.25, n_resamples=50, seed=1)
-    monkeypatch.setattr(M, "_CHUNK_ELEMENTS", 700)  # 7 resamples per chunk
+    monkeypatch.setattr("cftclip_core.metrics.counts.CHUNK_ELEMENTS", 700)  # 7 resamples per chunk
     chunked = M.bootstrap_metrics(s, y, 0.25, n_resamples=50, seed=1)
     for name in M.METRIC_NAMES:
         np.testing.assert_array_equal(whole.samples[name], chunked.samples[name])
