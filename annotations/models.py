@@ -134,7 +134,9 @@ class ScoreSet(Base):
     n_items: Mapped[int] = mapped_column(Integer)
     n_truncated: Mapped[int] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(Text, default="")
-    # The training run whose checkpoint produced these scores (results import), if any.
+    # Scores of a model with random weights (the tiny offline model): the UI flags them wherever they appear.
+    meaningless: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The job whose model produced these scores (a training run's evaluation, or a scoring job), if any.
     train_run_id: Mapped[int | None] = mapped_column(ForeignKey("train_runs.id", ondelete="SET NULL"), index=True)
 
 

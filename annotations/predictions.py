@@ -12,7 +12,7 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from annotations.importer import dataset_items_frame
-from annotations.score_sets import TINY_NOTE, scores_frame, store_score_set
+from annotations.score_sets import scores_frame, store_score_set
 from annotations.models import ScoreSet
 from annotations.settings import Settings
 from cftclip_core.embedding_cache import EmbeddingCache
@@ -50,7 +50,7 @@ def score_dataset(
                           loaded.preprocess), options=options, progress=progress)
     scores = {int(key): (float(sim), bool(cut)) for key, sim, cut in zip(run.keys, run.similarities, run.truncated)}
     return store_score_set(factory, dataset_id, loaded.name, loaded.fingerprint, text_field, scores,
-                           note=TINY_NOTE if loaded.is_tiny else "")
+                           meaningless=loaded.is_tiny)
 
 
 def articles_frame(session: Session, dataset_id: int, settings: Settings, score_set_id: int | None) -> pd.DataFrame:

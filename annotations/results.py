@@ -32,7 +32,6 @@ from annotations.models import (
     utcnow,
 )
 from annotations.review import gold_frame, labels_frame, review_item
-from annotations.score_sets import is_meaningless
 from cftclip_core.results import REFERENCES, ResultsData, ResultsError, ScoreSetInfo, ThresholdChoice, predict
 
 VERDICTS = {"model_wrong": "model wrong", "humans_wrong": "humans wrong", "ambiguous": "ambiguous",
@@ -70,7 +69,7 @@ def data_version(session: Session, dataset_id: int) -> tuple[object, ...]:
 def _score_sets(session: Session, dataset_id: int) -> tuple[ScoreSetInfo, ...]:
     rows = session.scalars(select(ScoreSet).where(ScoreSet.dataset_id == dataset_id)
                            .order_by(ScoreSet.created_at.desc(), ScoreSet.id.desc()))
-    return tuple(ScoreSetInfo(s.id, s.model_name, s.text_field, is_meaningless(s))
+    return tuple(ScoreSetInfo(s.id, s.model_name, s.text_field, s.meaningless)
                  for s in rows)
 
 

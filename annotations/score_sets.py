@@ -15,9 +15,6 @@ from annotations.models import Item, Score, ScoreSet, utcnow
 from cftclip_core.errors import DataError
 from cftclip_core.formats import check_text_field
 
-TINY_NOTE = "tiny offline model with random weights: these scores carry no meaning"
-
-
 def store_score_set(
     factory: sessionmaker[Session],
     dataset_id: int,
@@ -27,10 +24,13 @@ def store_score_set(
     scores: Mapping[int, tuple[float, bool]],
     *,
     note: str = "",
+    meaningless: bool = False,
 ) -> ScoreSet:
-    """Save one model run: ``scores`` maps item id -> (similarity, text was truncated)."""
+    """Save one model run: ``scores`` maps item id -> (similarity, text was truncated); ``meaningless``: the
+    model has random weights (the tiny offline model), so the scores carry no meaning."""
     with write_session(factory) as session:
-        return add_score_set(session, dataset_id, model_name, fingerprint, text_field, scores, note=note)
+        return add_score_set(session, dataset_id, model_name, fingerprint, text_field, scores, note=note,
+                             meaningless=meaningless)
 
 
 def add_score_set(
@@ -42,6 +42,7 @@ def add_score_set(
     scores: Mapping[int, tuple[float, bool]],
     *,
     note: str = "",
+    meaningless: bool = False,
     train_run_id: int | None = None,
 ) -> ScoreSet:
     """``store_score_set`` inside the caller's write transaction (e.g. with a training run's results)."""
@@ -71,6 +72,7 @@ def add_score_set(
         n_items=len(scores),
         n_truncated=sum(bool(t) for _, t in scores.values()),
         note=note,
+        meaningless=meaningless,
         train_run_id=train_run_id,
     )
     session.add(score_set)
@@ -112,7 +114,7 @@ def scores_frame(session: Session, score_set_id: int) -> pd.DataFrame:
 
 def is_meaningless(score_set: ScoreSet) -> bool:
     """True for scores of the tiny offline model, which the UI must flag wherever they appear."""
-    return score_set.note == TINY_NOTE
+    return score_set.meaningless
 
 
 def score_set_median(session: Session, score_set_id: int) -> float:

@@ -203,6 +203,22 @@ def test_concurrent_read_then_write_sessions_do_not_fail_on_sqlite(tmp_path: Pat
         engine.dispose()
 
 
+def test_a_tiny_model_score_set_from_before_the_flag_column_is_flagged_by_the_upgrade(db_url: str) -> None:
+    upgrade(db_url, "0005")
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        _insert_scored_item(conn)
+        conn.execute(text("INSERT INTO score_sets (id, dataset_id, model_name, model_fingerprint, text_field, "
+                          "created_at, n_items, n_truncated, note) VALUES (2, 1, 'tiny-demo', 'f', 'title', "
+                          "CURRENT_TIMESTAMP, 1, 0, :note)"),
+                     {"note": "tiny offline model with random weights: these scores carry no meaning"})
+    upgrade(db_url)
+    with session_factory(engine)() as session:
+        flags = {s.id: (s.meaningless, s.note) for s in session.scalars(select(ScoreSet))}
+    assert flags == {1: (False, ""), 2: (True, "")}
+    engine.dispose()
+
+
 def test_a_verdict_from_before_thresholds_were_kept_exports_without_one(db_url: str) -> None:
     upgrade(db_url, "0004")
     engine = make_engine(db_url)

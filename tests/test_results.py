@@ -22,7 +22,7 @@ from annotations.importer import import_dataset
 from annotations.labeling import cast_vote
 from annotations.models import TriageDecision
 from annotations.review import set_gold
-from annotations.score_sets import TINY_NOTE, store_score_set
+from annotations.score_sets import store_score_set
 from annotations.users import create_user
 from cftclip_core import agreement, metrics, results
 from cftclip_core.formats import read_table
@@ -54,10 +54,9 @@ def seed_results(factory, settings, folder: Path, n_items: int = 40, *, n_score_
     ids = []
     for k in range(n_score_sets):
         similarity = 0.2 + 0.12 / (k + 1) * labels + rng.normal(0.0, 0.04, labels.size)
-        note = TINY_NOTE if tiny_last and k == n_score_sets - 1 else ""
         ids.append(store_score_set(factory, dataset.id, f"model-{k}", f"fingerprint-{k}", "title",
                                    dict(zip(items["item_id"].tolist(), ((float(s), False) for s in similarity))),
-                                   note=note).id)
+                                   meaningless=tiny_last and k == n_score_sets - 1).id)
     for username, error, share in annotators:
         user = create_user(factory, username, PASSWORD, "annotator")
         for position, (item_id, label) in enumerate(zip(items["item_id"], labels)):

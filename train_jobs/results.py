@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from annotations.db import write_session
 from annotations.models import Experiment, Item, ScoreSet, TrainRun, utcnow
-from annotations.score_sets import TINY_NOTE, add_score_set
+from annotations.score_sets import add_score_set
 from cftclip_core.errors import CftClipError, DataError
 from train_jobs import runfiles, states
 
@@ -96,7 +96,7 @@ def _add_scores(session: Session, run: TrainRun, experiment: Experiment, path: P
     text_field = _first(frame, "text_field") or str(run.config.get("text_field", "summary"))
     tiny = checkpoint is not None and (checkpoint / TINY_MARKER).is_file()
     return add_score_set(session, experiment.eval_dataset_id, f"{experiment.name} seed {run.seed}", fingerprint,
-                         text_field, scores, note=TINY_NOTE if tiny else f"training run {run.id}", train_run_id=run.id)
+                         text_field, scores, note=f"training run {run.id}", meaningless=tiny, train_run_id=run.id)
 
 
 def _first(frame: pd.DataFrame, column: str) -> str:
