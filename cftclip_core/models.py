@@ -28,17 +28,11 @@ from transformers.utils import logging as hf_logging
 
 from cftclip_core.errors import ModelError
 from cftclip_core.images import PreprocessConfig
+from cftclip_core.specs.models import KNOWN_MODELS, TINY_LAYERS, TINY_NAME, tower_depths  # noqa: F401 - also used as models.X
 from cftclip_core.specs.training import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
-TINY_NAME = "tiny-demo"
-KNOWN_MODELS = {  # offered by name in the app; any hub id or local folder works too
-    TINY_NAME: "tiny offline model (random weights, for trying the studio)",
-    DEFAULT_MODEL: "CLIP ViT-L/14, zero-shot (the paper's backbone)",
-    "humane-lab/CFT-CLIP": "CFT-CLIP, the released checkpoint",
-}
-TINY_LAYERS = 2  # transformer layers in each of the tiny model's towers
 TINY_VERSION = 1  # bump when the tiny recipe changes, so old builds are not reused
 TINY_TOKENIZER_DIR = Path(__file__).parent / "tiny_tokenizer"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -118,22 +112,6 @@ def load_model(name: str, *, cache_dir: Path | None = None, device: str | torch.
         preprocess=_preprocess_config(source),
         is_tiny=is_tiny or _is_marked_tiny(source),
     )
-
-
-def tower_depths(name: str) -> tuple[int, int] | None:
-    """(text layers, vision layers) of a model, read from its config without loading any weights; None when
-    no config is at hand (a hub id not downloaded yet): the trainer checks the depths when it loads it."""
-    if name == TINY_NAME:
-        return TINY_LAYERS, TINY_LAYERS
-    path = Path(name).expanduser()
-    try:
-        found, _ = CLIPConfig.get_config_dict(str(path) if path.is_dir() else name, local_files_only=True)
-    except (OSError, ValueError):
-        return None
-    if found.get("model_type") != "clip":  # no config.json (an empty dict), or not a CLIP model
-        return None
-    config = CLIPConfig.from_dict(found)
-    return config.text_config.num_hidden_layers, config.vision_config.num_hidden_layers
 
 
 def _check_device(device: str | torch.device | None) -> torch.device | None:

@@ -11,7 +11,7 @@ from cftclip_core.errors import ConfigError
 from cftclip_core.specs.seeds import check_seeds, format_seeds, parse_seeds
 from cftclip_core.specs.training import LOSSES, TrainConfig, as_text, typed_values
 
-TORCH_FREE = ["cftclip_core.specs.training", "cftclip_core.specs.seeds"]
+TORCH_FREE = ["cftclip_core.specs.training", "cftclip_core.specs.seeds", "cftclip_core.specs.models"]
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
@@ -53,3 +53,26 @@ def test_seeds_parse_format_and_check() -> None:
     for bad in [(), (0, 0), (-1,), (True,), (10**23,)]:
         with pytest.raises(ConfigError):
             check_seeds(bad)
+
+
+def test_tower_depths_read_the_config_file_as_transformers_does(tmp_path, tiny_model_dir) -> None:  # noqa: ANN001
+    import json
+
+    from transformers import CLIPConfig
+
+    from cftclip_core.specs.models import TINY_NAME, tower_depths
+
+    assert tower_depths(TINY_NAME) == (2, 2) and tower_depths(str(tiny_model_dir)) == (2, 2)
+    for name, config in {"partial": {"model_type": "clip", "text_config": {"num_hidden_layers": 3}},
+                         "old-keys": {"model_type": "clip", "vision_config_dict": {"num_hidden_layers": 5}}}.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        expected = CLIPConfig.from_dict(config)
+        assert tower_depths(str(folder)) == (expected.text_config.num_hidden_layers,
+                                             expected.vision_config.num_hidden_layers)
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert tower_depths(str(tmp_path / "bert")) is None  # not a CLIP model
+    assert tower_depths(str(tmp_path / "partial" / "missing")) is None  # neither a folder nor a downloaded hub id
+    assert tower_depths("no-such-org/no-such-model") is None
