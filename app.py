@@ -4,8 +4,6 @@ Entry point only: prepares the instance folder (database, demo dataset), finds w
 and offers each role its pages. Every page checks the role again itself.
 """
 
-import logging
-
 import streamlit as st
 
 from annotations.users import needs_setup
@@ -13,7 +11,7 @@ from cftclip_core.errors import CftClipError
 from studio.auth import current_user, sign_out
 from studio.common import escape_markdown, show_error
 from studio.instance import enter_through_app, studio
-from train_jobs.api import poll
+from studio.services import start_queue_poller
 
 st.set_page_config(page_title="CFT-CLIP Studio", page_icon=":material/newspaper:", layout="wide")
 enter_through_app()
@@ -24,18 +22,7 @@ except CftClipError as exc:  # e.g. an unreachable CFTCLIP_DATABASE_URL, or a da
     st.stop()
 
 
-@st.cache_resource(show_spinner="Catching up with the training jobs...")
-def catch_up_with_jobs() -> None:
-    """Once per server process: settle runs that ended while the app was down, launch queued ones."""
-    poll(app.sessions, app.settings)
-
-
-try:
-    catch_up_with_jobs()
-except Exception as exc:  # noqa: BLE001 - the jobs must never keep the app from starting; the Train page retries
-    logging.getLogger(__name__).exception("Polling the training jobs at start failed")
-    st.error(escape_markdown(f"The training jobs could not be checked at start ({exc}); the Train page tries "
-                             "again."), icon=":material/error:")
+start_queue_poller()  # once per server process: the queue moves with no page open
 
 ANNOTATE = st.Page("pages/annotate.py", title="Annotate", icon=":material/label:")
 ARTICLES = st.Page("pages/home.py", title="Articles", icon=":material/newspaper:")

@@ -22,7 +22,7 @@ from train_jobs.demo import proof_grid
 
 log = logging.getLogger(__name__)
 
-LIVE_SECONDS = 5  # the live view polls (reconciles and launches) this often
+LIVE_SECONDS = 5  # the live view reads the runs this often (the poller moves them)
 LOG_LINES = 60
 CHOSEN = "train_experiment"  # the experiment shown in detail
 LAUNCHED = "train_launched"  # (kind, message) left by the Launch button for the next run
@@ -44,8 +44,7 @@ user = require_role("researcher", "admin")
 app = studio()
 st.title("Train")
 st.caption("Each seed of an experiment runs as its own process outside the app; closing the browser or restarting "
-           "the app does not stop it. Without a browser open, `python -m train_jobs poll --watch 15` keeps the "
-           "queue moving.")
+           "the app does not stop it, and the queue moves with no page open.")
 DEFAULTS = views.form_defaults()
 
 
@@ -61,7 +60,7 @@ def curves_of(run_dir: str, stamp: tuple[int, int] | None) -> views.Curves:
 
 
 try:
-    job_settings = api.JobSettings.from_env()
+    api.JobSettings.from_env()  # a wrong CFTCLIP_* job setting is said here, not only in the poller's log
 except CftClipError as exc:
     show_error(exc)
     st.stop()
@@ -146,6 +145,7 @@ def launch() -> None:
     except CftClipError as exc:
         state[LAUNCHED] = ("error", exc)
         return
+    api.request_poll(app.settings)
     state[CHOSEN] = experiment.id
     state[LAUNCHED] = ("ok", f"Experiment '{experiment.name}' created: {len(request.seeds)} run(s) queued.")
     with app.sessions() as session:
@@ -159,6 +159,7 @@ def launch_demo() -> None:
     except CftClipError as exc:
         st.session_state[DEMO_LAUNCHED] = ("error", exc)
         return
+    api.request_poll(app.settings)
     st.session_state[CHOSEN] = made[0].id
     st.session_state[DEMO_LAUNCHED] = ("ok", f"The synthetic proof is queued: {len(made)} experiments of {len(seeds)} "
                                         f"run(s) each.")
@@ -308,6 +309,8 @@ def resume(run_id: int) -> None:
         st.session_state[RUN_ACTION] = api.resume_run(app.sessions, run_id, user.id)
     except CftClipError as exc:
         st.session_state[RUN_ACTION] = str(exc)
+    else:
+        api.request_poll(app.settings)
 
 
 def run_row(run: TrainRun, curves: views.Curves) -> None:
@@ -377,14 +380,15 @@ def experiment_detail(experiment: Experiment, runs: list[TrainRun]) -> None:
 
 @st.fragment(run_every=LIVE_SECONDS)
 def live_view() -> None:
-    try:
-        report = api.poll(app.sessions, app.settings, job_settings)
-    except Exception as exc:  # noqa: BLE001 - a failed poll must not take the page down; it retries
-        log.exception("Polling the training jobs failed")
-        st.error(escape_markdown(f"Could not check the training jobs ({exc}); retrying in {LIVE_SECONDS} s."))
+    poller = api.alive_poller(app.settings)
+    if poller is None:
+        st.warning("No poller is running for this instance, so queued runs wait and ended ones are not settled. "
+                   "Restart the app, or run `python -m train_jobs poll --watch 15` beside it.", icon=":material/pause:")
     else:
-        for run_id, why in report.schedule.failed.items():
-            st.error(escape_markdown(f"Run {run_id} could not start: {why}"))
+        st.caption(escape_markdown(f"Queue polled by {poller.describe()}."))
+        if poller.error:
+            st.warning(escape_markdown(f"The queue poller's last poll failed: {poller.error}. It tries again every "
+                                       f"{poller.interval_s:g} s."), icon=":material/error:")
     message = st.session_state.pop(RUN_ACTION, None)  # of the last cancel, resume or delete
     if message:
         st.info(escape_markdown(message), icon=":material/info:")

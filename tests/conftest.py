@@ -103,7 +103,8 @@ APP_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def app_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - yields Settings
-    """A fresh instance folder for the Streamlit app (SQLite), with the app's caches cleared."""
+    """A fresh instance folder for the Streamlit app (SQLite), with the app's caches cleared (which also stops
+    a queue poller the app started)."""
     import streamlit as st
 
     from annotations.db import upgrade
@@ -112,6 +113,7 @@ def app_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN2
     monkeypatch.setenv("CFTCLIP_INSTANCE", str(tmp_path / "instance"))
     monkeypatch.delenv("CFTCLIP_DATABASE_URL", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CFTCLIP_APP_POLLER", "0")  # tests poll by hand; a test that wants the app's poller sets 1
     st.cache_resource.clear()
     st.cache_data.clear()
     settings = Settings.from_env().ensure()

@@ -1,6 +1,7 @@
 """The Train page through Streamlit's AppTest, reached through the app's navigation. Nothing trains here:
 the launcher is a stand-in that records launches, and a run's progress is what its run folder says (the
-files a trainer writes, written by the test), read by the real reconciler on each poll of the page."""
+files a trainer writes, written by the test), read by the real reconciler. The queue is polled by hand
+(``poll_queue``), as the instance's poller does every few seconds; the page only reads and acts."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from annotations.models import Experiment, TrainRun
 from cftclip_core.formats import read_table
 from tests.conftest import app_test
 from train_jobs import runfiles, states
-from train_jobs.api import ExperimentRequest, create_experiment, experiment_runs
+from train_jobs.api import ExperimentRequest, Poller, create_experiment, experiment_runs, poll
 from train_jobs.gpus import Gpu
 from train_jobs.launchers import BackendStatus, Launched, LaunchSpec
 
@@ -92,6 +93,11 @@ def dataset(app_instance, synthetic_csv: Path) -> int:  # noqa: ANN001
     return import_dataset(sessions(app_instance), app_instance, read_table(synthetic_csv), "synthetic").id
 
 
+def poll_queue(settings) -> None:  # noqa: ANN001
+    """One poll of the queue, as the instance's poller makes every few seconds."""
+    poll(sessions(settings), settings)
+
+
 def open_train(settings, user: tuple[str, str] = RESEARCHER):  # noqa: ANN001, ANN201
     """The Train page as a signed-in user reaches it: through the app's navigation."""
     at = app_test(settings, user=user).run()
@@ -156,6 +162,7 @@ def test_gpus_and_slurm_are_offered_where_they_exist(app_instance, launcher, dat
     fill_tiny_experiment(at, dataset, name="on-gpus")
     at.number_input(key="train_gpus").set_value(2)
     launch(at)
+    poll_queue(app_instance)
     runs = runs_of(app_instance, "on-gpus")
     assert {(r.backend, r.n_gpus) for r in runs} == {("torchrun", 2)}
     assert launcher.specs[0].gpus == (0, 1)  # the queue placed the first run on both GPUs
@@ -172,6 +179,8 @@ def test_launch_queues_one_run_per_seed_with_the_forms_config_and_shows_them(
     launch(fill_tiny_experiment(at, dataset))
     assert not at.exception
     assert any("Experiment 'cft-tiny' created: 5 run(s) queued" in plain(s.value) for s in at.success)
+    poll_queue(app_instance)
+    at.run()
     runs = runs_of(app_instance, "cft-tiny")
     assert [r.seed for r in runs] == [0, 1, 2, 3, 4]
     config = runs[0].config
@@ -259,11 +268,13 @@ def write_finished(run: TrainRun, *, f1: float) -> None:
 def test_live_view_shows_progress_speed_eta_curves_log_and_results(
         app_instance, launcher, dataset: int) -> None:  # noqa: ANN001
     experiment_id = queued_experiment(app_instance, dataset)
-    at = open_train(app_instance)  # its poll launches seed 0
+    poll_queue(app_instance)  # launches seed 0
+    at = open_train(app_instance)
     with sessions(app_instance)() as session:
         first, second = experiment_runs(session, experiment_id)
     assert first.state in states.LAUNCHED and second.state == "queued"
     write_progress(first, step=30, total=100)
+    poll_queue(app_instance)
     at.run()
     assert "**Seed 0**" in markdown(at) and "8.0 samples/s" in markdown(at)
     assert "ETA 35 s" in markdown(at)  # 70 steps to go at 0.5 s each
@@ -271,6 +282,7 @@ def test_live_view_shows_progress_speed_eta_curves_log_and_results(
     assert len(at.get("vega_lite_chart")) == 2  # training and validation loss
     assert "step 30/100 loss 2.7000" in at.code[0].value  # the log tail of the first run
     write_finished(first, f1=0.667)
+    poll_queue(app_instance)
     at.run()
     with sessions(app_instance)() as session:
         done = session.get(TrainRun, first.id)
@@ -285,6 +297,7 @@ def test_live_view_shows_progress_speed_eta_curves_log_and_results(
 def test_cancel_buttons_stop_a_running_run_and_drop_a_queued_one(
         app_instance, launcher, dataset: int) -> None:  # noqa: ANN001
     experiment_id = queued_experiment(app_instance, dataset)
+    poll_queue(app_instance)
     at = open_train(app_instance)
     with sessions(app_instance)() as session:
         running, queued = experiment_runs(session, experiment_id)
@@ -314,14 +327,16 @@ def test_resume_button_queues_a_cancelled_run_again_from_its_checkpoint(
     at.button(key=f"resume_{resumable.id}").click().run()
     assert not at.exception
     assert any("queued again; it continues from its last checkpoint" in plain(i.value) for i in at.info)
+    poll_queue(app_instance)
     assert launcher.specs[-1].run_id == resumable.id and launcher.specs[-1].command[-1] == "--resume"
     with factory() as session:
-        assert session.get(TrainRun, resumable.id).state == "starting"  # the page's poll launched it
+        assert session.get(TrainRun, resumable.id).state == "starting"  # the poll launched it
         assert session.get(TrainRun, bare.id).state == "cancelled"
 
 
 def test_an_ended_experiment_is_deleted_from_the_page(app_instance, launcher, dataset: int) -> None:  # noqa: ANN001
     experiment_id = queued_experiment(app_instance, dataset, seeds=(0,))
+    poll_queue(app_instance)
     at = open_train(app_instance)
     with sessions(app_instance)() as session:
         run = experiment_runs(session, experiment_id)[0]
@@ -329,6 +344,7 @@ def test_an_ended_experiment_is_deleted_from_the_page(app_instance, launcher, da
     at.button(key=f"cancel_{run.id}").click().run()  # a launched run is cancelled first...
     Path(run.run_dir).mkdir(parents=True, exist_ok=True)
     runfiles.write_exit(Path(run.run_dir), 143, cancel_seen=True)  # ...and stops
+    poll_queue(app_instance)
     at.run()
     at.button(key=f"delete_{experiment_id}").click().run()
     assert not at.exception
@@ -358,8 +374,17 @@ def test_one_click_demo_queues_the_synthetic_proof_for_both_worlds_and_every_arm
                               .where(Experiment.name.startswith("Synthetic proof 2: "))) == 10
 
 
-def test_app_start_settles_a_run_that_finished_while_the_app_was_down(
-        app_instance, launcher, dataset: int) -> None:  # noqa: ANN001
+def wait_for(condition, what: str, seconds: float = 60.0):  # noqa: ANN001, ANN201
+    """``condition()`` once it is true, waiting at most ``seconds`` (a bound for slow machines, not a measure)."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+def test_the_app_starts_the_queue_poller_which_settles_a_run_that_finished_while_the_app_was_down(
+        app_instance, launcher, dataset: int, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     experiment_id = queued_experiment(app_instance, dataset, seeds=(0,))
     factory = sessions(app_instance)
     with write_session(factory) as session:  # launched by an earlier server process, which then stopped
@@ -368,19 +393,41 @@ def test_app_start_settles_a_run_that_finished_while_the_app_was_down(
         run.pid, run.pid_started, run.host = 10**7, "0", None
     write_progress(run, step=100, total=100)
     write_finished(run, f1=0.5)
-    at = app_test(app_instance, user=("ann", "annotator")).run()  # any page: the poll comes with the app's start
+    monkeypatch.setenv("CFTCLIP_APP_POLLER", "1")
+    at = app_test(app_instance, user=("ann", "annotator")).run()  # any page: the poller starts with the app
     assert at.title[0].value == "Annotate"
-    with factory() as session:
-        settled = session.get(TrainRun, run.id)
-    assert settled.state == "succeeded" and settled.results_at is not None and settled.metrics["steps"] == 100
+
+    def settled() -> TrainRun | None:
+        with factory() as session:
+            found = session.get(TrainRun, run.id)
+        return found if found.results_at is not None else None
+
+    done = wait_for(settled, "the app's poller to settle the run")
+    assert done.state == "succeeded" and done.metrics["steps"] == 100
+    at = open_train(app_instance)  # the page says who polls
+    assert any("Queue polled by the app (process" in plain(c.value) for c in at.caption)
 
 
-def test_a_failing_poll_at_start_shows_an_error_and_the_app_still_works(
+def test_without_a_poller_the_train_page_says_queued_runs_wait(app_instance, launcher) -> None:  # noqa: ANN001
+    at = open_train(app_instance)
+    assert any("No poller is running for this instance" in w.value for w in at.warning)
+
+
+def test_a_failing_poll_is_said_on_the_train_page_and_the_poller_goes_on(
         app_instance, launcher, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    calls = []
+
     def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
         raise RuntimeError("database is locked")
 
-    monkeypatch.setattr("train_jobs.api.poll", broken)
-    at = app_test(app_instance, user=RESEARCHER).run()
-    assert any("training jobs could not be checked at start (database is locked)" in plain(e.value) for e in at.error)
-    assert not at.exception and at.title[0].value == "Articles"
+    monkeypatch.setattr("train_jobs.poller.poll", broken)
+    poller = Poller(app_instance, owner="the app", interval_s=0.05)
+    thread = poller.start_thread()
+    try:
+        wait_for(lambda: len(calls) >= 2, "a second poll after the failed one")
+    finally:
+        poller.stop()
+        thread.join(10)
+    at = open_train(app_instance)
+    assert any("last poll failed: RuntimeError: database is locked" in plain(w.value) for w in at.warning)

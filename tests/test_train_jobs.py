@@ -575,7 +575,8 @@ def test_results_of_a_finished_run_are_imported_with_its_scores_as_a_linked_scor
     with factory() as session:
         score_set = session.scalars(select(ScoreSet).where(ScoreSet.train_run_id == run.id)).one()
     assert (score_set.dataset_id, score_set.n_items, score_set.model_fingerprint) == (dataset, 24, "sha256:abc")
-    assert score_set.model_name == "exp seed 0" and "no meaning" in score_set.note  # fine-tuned from the tiny model
+    assert score_set.model_name == "exp seed 0" and score_set.meaningless  # fine-tuned from the tiny model
+    assert score_set.note == f"training run {run.id}"
 
 
 def test_unreadable_results_are_recorded_and_leave_no_score_set(factory, instance, dataset: int) -> None:  # noqa: ANN001

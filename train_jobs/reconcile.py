@@ -1,6 +1,6 @@
-"""Bring the database in line with reality, cancel runs, and the one call pages make: ``poll``.
+"""Bring the database in line with reality, cancel runs, and ``poll`` (reconcile, then launch).
 
-The reconciler runs at app start and on every poll. For each launched run it reads the run folder
+The reconciler runs on every poll of the instance's poller (``train_jobs.poller``) and before a listing. For each launched run it reads the run folder
 (exit.json from the wrapper, heartbeat.json from the job) and asks the backend (is the process alive,
 what does Slurm say). A run that ended while the app was down gets its exit status and results; a
 run whose process is gone without an exit status, or whose heartbeat is stale, is marked lost; a
@@ -28,6 +28,7 @@ from train_jobs import runfiles, states
 from train_jobs.gpus import GpuInventory, discover_gpus
 from train_jobs.jobqueue import LauncherFor, ScheduleReport, schedule
 from train_jobs.launchers import BackendStatus, Launcher, LocalLauncher, TorchrunLauncher
+from train_jobs.locks import poll_lock
 from train_jobs.results import import_results
 from train_jobs.settings import JobSettings
 from train_jobs.slurm import SlurmLauncher
@@ -238,7 +239,7 @@ def cancel_run(factory: sessionmaker[Session], run_id: int, user_id: int | None,
                                             "(it is being launched, or runs on another machine).")
 
 
-# --- the page's one call -------------------------------------------------------------------------------
+# --- polling ---------------------------------------------------------------------------------------------
 @dataclass
 class PollReport:
     changes: list[str] = field(default_factory=list)
@@ -248,11 +249,20 @@ class PollReport:
 def poll(factory: sessionmaker[Session], settings: Settings, job_settings: JobSettings | None = None, *,
          launcher_for: LauncherFor | None = None, inventory: Callable[[], GpuInventory] = discover_gpus,
          now: datetime | None = None) -> PollReport:
-    """Reconcile every run, then launch the queued runs that fit. Call at app start and on every refresh."""
+    """Reconcile every run, then launch the queued runs that fit: what the instance's poller
+    (``train_jobs.poller``) does every few seconds. Polls of one instance never overlap (``locks.poll_lock``)."""
     job_settings = job_settings or JobSettings.from_env()
     launcher_for = launcher_for or default_launchers(job_settings)
-    changes = reconcile(factory, job_settings, launcher_for, now=now)
-    return PollReport(changes, schedule(factory, settings, job_settings, launcher_for, inventory))
+    with poll_lock(settings):
+        changes = reconcile(factory, job_settings, launcher_for, now=now)
+        return PollReport(changes, schedule(factory, settings, job_settings, launcher_for, inventory))
+
+
+def refresh(factory: sessionmaker[Session], settings: Settings, job_settings: JobSettings | None = None) -> list[str]:
+    """Reconcile every run (no launch): what a listing does first, so that it never shows a stale state."""
+    job_settings = job_settings or JobSettings.from_env()
+    with poll_lock(settings):
+        return reconcile(factory, job_settings, default_launchers(job_settings))
 
 
 # --- helpers -------------------------------------------------------------------------------------------
