@@ -283,7 +283,7 @@ class TriageDecision(Base):
     threshold_strategy: Mapped[str | None] = mapped_column(String(40))
 
 
-EXPERIMENT_KINDS = ("train", "proof")  # the train command, or the synthetic proof (cftclip_core.proof)
+EXPERIMENT_KINDS = ("train", "proof", "score")  # the train command, the synthetic proof, a scoring job
 BACKENDS = ("local", "torchrun", "slurm")
 RUN_STATES = ("queued", "starting", "running", "succeeded", "failed", "cancelled", "lost")
 

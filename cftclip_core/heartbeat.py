@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 HEARTBEAT_FILE = "heartbeat.json"
-PHASES = ("loading", "training", "evaluating", "done", "stopped", "failed")
+PHASES = ("loading", "training", "evaluating", "scoring", "done", "stopped", "failed")
 FINAL_PHASES = ("done", "stopped", "failed")
 
 

@@ -8,6 +8,8 @@ from cftclip_core import results
 from cftclip_core.errors import CftClipError
 from studio import charts
 from studio.common import escape_markdown, media_path, plain_text, require_role, show_error, studio
+from studio.exports import csv_button, selected, show_chart
+from studio.results_view import clear_caches, reference_caption, results_header
 
 CELL = "disagreement_cell"
 QUEUE_ROWS = 200
@@ -19,20 +21,13 @@ user = require_role("researcher", "admin")
 app = studio()
 st.title("Disagreement")
 
-dataset = charts.pick_dataset("disagreement_dataset")
-top = st.columns(4)
-reference = charts.pick_reference("disagreement_reference", container=top[3])
-data = charts.results_data(dataset.id, reference)
-charts.require_scores(data)
-info = charts.pick_score_set(data, "disagreement_score_set", container=top[0])
-subset = top[1].selectbox("Items", data.subsets(), key="disagreement_subset")
-threshold = charts.pick_threshold(data, info.id, "disagreement_threshold", container=top[2])
-charts.warn_if_meaningless(info)
+view = results_header("disagreement", subset="Items", threshold=True)
+data, info, dataset, reference, threshold = view.data, view.score_set, view.dataset, view.reference, view.threshold
 if threshold.value is None:
     st.warning(f"No threshold, so no prediction to compare: {threshold.note}.")
     st.stop()
-frame = results.with_predictions(results.evaluated(data, info.id, subset), threshold.value)
-st.caption(f"Threshold {threshold.value:.3f} ({threshold.strategy}). " + charts.reference_caption(frame, reference))
+frame = results.with_predictions(results.evaluated(data, info.id, view.subset), threshold.value)
+st.caption(f"Threshold {threshold.value:.3f} ({threshold.strategy}). " + reference_caption(frame, reference))
 
 
 def link_to_article(item_id: int) -> None:
@@ -41,7 +36,7 @@ def link_to_article(item_id: int) -> None:
 
 
 def pick_cell() -> None:
-    cell = charts.selected("disagreement_confusion", "cell", "cell")
+    cell = selected("disagreement_confusion", "cell", "cell")
     if cell is not None:
         st.session_state[CELL] = cell
 
@@ -56,8 +51,8 @@ with confusion_tab:
                 "the Review page, or compare with the imported file's label.")
     else:
         counts = results.confusion_counts(cells)
-        charts.show_chart(charts.confusion_chart(counts), counts, f"{dataset.name}-confusion", "disagreement_confusion",
-                          on_select=pick_cell, selection="cell")
+        show_chart(charts.confusion_chart(counts), counts, f"{dataset.name}-confusion", "disagreement_confusion",
+                   on_select=pick_cell, selection="cell")
         cell = st.segmented_control("Items behind a cell", list(results.CELLS), key=CELL,
                                     format_func=lambda c: f"{c}: {results.CELLS[c]}")
         if cell is not None:
@@ -65,7 +60,7 @@ with confusion_tab:
                                                    "reference", "reference_source", "n_votes", "share_yes"]]
             st.dataframe(behind, hide_index=True, width="stretch", column_config={
                 **ITEM_COLUMNS, "item_id": None, "reference_source": "Reference from", "n_votes": "Votes"})
-            charts.csv_button(behind, f"{dataset.name}-{cell}", "disagreement_cell_items")
+            csv_button(behind, f"{dataset.name}-{cell}", "disagreement_cell_items")
 
 with annotators_tab:
     agreement = results.human_agreement(data, frame["item_id"]).merge(
@@ -73,8 +68,8 @@ with annotators_tab:
     if agreement.empty:
         st.info("No annotator has labelled these items yet: annotators label them on the Annotate page.")
     else:
-        charts.show_chart(charts.annotator_chart(agreement), agreement, f"{dataset.name}-annotators",
-                          "disagreement_annotators")
+        show_chart(charts.annotator_chart(agreement), agreement, f"{dataset.name}-annotators",
+                   "disagreement_annotators")
         st.dataframe(agreement, hide_index=True, width="stretch", column_config={
             "annotator": "Annotator", "n_reference": "Items vs reference", "n_model": "Items vs model",
             **{c: st.column_config.NumberColumn(c.replace("_", " ").capitalize(), format="%.3f")
@@ -88,12 +83,12 @@ with votes_tab:
     else:
         voted["reference_name"] = voted["reference"].map(results.label_name)
         points = voted[["item_id", "external_id", "title", "similarity", "share_yes", "n_votes", "reference_name"]]
-        charts.show_chart(charts.points_chart(points, "similarity", "share_yes", threshold.value,
+        show_chart(charts.points_chart(points, "similarity", "share_yes", threshold.value,
                                               "Similarity against the annotators' votes", "Similarity",
                                               "Share of annotators saying 'shows an actor'"),
-                          points, f"{dataset.name}-similarity-votes", "disagreement_votes", on_select="rerun",
-                          selection="item")
-        picked = charts.selected("disagreement_votes", "item", "item_id")
+                   points, f"{dataset.name}-similarity-votes", "disagreement_votes", on_select="rerun",
+                   selection="item")
+        picked = selected("disagreement_votes", "item", "item_id")
         if picked is not None:
             row = voted[voted["item_id"] == int(picked)].iloc[0]
             plain_text(row["title"], weight=600)
@@ -119,7 +114,7 @@ with triage_tab:
                      hide_index=True, width="stretch", column_config={
                          **ITEM_COLUMNS, "margin": st.column_config.NumberColumn("Distance", format="%.3f"),
                          "verdict": "Verdict", "note": "Note"})
-        charts.csv_button(queue.drop(columns=["media_sha256"]), f"{dataset.name}-triage-queue", "triage_queue")
+        csv_button(queue.drop(columns=["media_sha256"]), f"{dataset.name}-triage-queue", "triage_queue")
         names = dict(zip(queue["item_id"], queue["external_id"] + ": " + queue["title"].str.slice(0, 80)))
         chosen = st.selectbox("Item to triage", list(names), format_func=names.get, key="triage_item")
         row = queue[queue["item_id"] == chosen].iloc[0]
@@ -148,10 +143,10 @@ with triage_tab:
                 except CftClipError as exc:
                     show_error(exc)
                 else:
-                    charts.clear_caches()
+                    clear_caches()
                     st.toast(f"Verdict saved: {escape_markdown(store.VERDICTS[verdict])}.")
                     st.rerun()
     with app.sessions() as session:
         hard = store.hard_cases(session, dataset.id)
     st.caption(f"Hard cases: {len(hard)} triaged disagreement(s) in this dataset, over all its score sets.")
-    charts.csv_button(hard, f"{dataset.name}-hard-cases", "triage_hard_cases", "Download the hard cases (CSV)")
+    csv_button(hard, f"{dataset.name}-hard-cases", "triage_hard_cases", "Download the hard cases (CSV)")

@@ -9,6 +9,8 @@ from cftclip_core.errors import CftClipError
 from cftclip_core.metrics import METRIC_NAMES
 from studio import charts
 from studio.common import require_role, show_error
+from studio.exports import csv_button, show_chart
+from studio.results_view import pick_score_set, results_data, results_header, version_of
 
 N_BOOTSTRAP = 1000
 
@@ -19,26 +21,23 @@ st.title("Models")
 @st.cache_data(max_entries=16, show_spinner="Computing the metrics with bootstrap intervals...")
 def metrics_for(dataset_id: int, reference: str, version: tuple[object, ...], strategy: str, subset: str) -> pd.DataFrame:
     del version  # part of the cache key only
-    return results.metrics_table(charts.results_data(dataset_id, reference), strategy, subset, N_BOOTSTRAP)
+    return results.metrics_table(results_data(dataset_id, reference), strategy, subset, N_BOOTSTRAP)
 
 
 @st.cache_data(max_entries=16, show_spinner="Resampling the items...")
 def comparison_for(dataset_id: int, reference: str, version: tuple[object, ...], a: int, b: int, strategy: str,
                    metric: str, subset: str) -> results.Comparison:
     del version
-    return results.compare_score_sets(charts.results_data(dataset_id, reference), a, b, strategy, metric, subset,
+    return results.compare_score_sets(results_data(dataset_id, reference), a, b, strategy, metric, subset,
                                       N_BOOTSTRAP)
 
 
-dataset = charts.pick_dataset("models_dataset")
-top = st.columns(3)
-reference = charts.pick_reference("models_reference", container=top[2])
-data = charts.results_data(dataset.id, reference)
-charts.require_scores(data)
-strategy = top[0].selectbox("Threshold", results.STRATEGIES, key="models_strategy",
-                            help="Each score set gets its own threshold by this strategy (score scales differ).")
-subset = top[1].selectbox("Evaluate on", data.subsets(), key="models_subset")
-version = charts.version_of(dataset.id)
+view = results_header("models", score_set=None, subset="Evaluate on", slots=1)
+data, dataset, reference, subset = view.data, view.dataset, view.reference, view.subset
+strategy = view.slots[0].selectbox("Threshold", results.STRATEGIES, key="models_strategy",
+                                   help="Each score set gets its own threshold by this strategy (score scales "
+                                        "differ).")
+version = version_of(dataset.id)
 table = metrics_for(dataset.id, reference, version, strategy, subset)
 
 st.subheader("All score sets")
@@ -53,18 +52,18 @@ st.dataframe(table.drop(columns=["score_set_id"]), hide_index=True, width="stret
                             "n_evaluated": "Items", "note": "Note",
                             **{c: st.column_config.NumberColumn(c.replace("_", " "), format="%.3f")
                                for c in ("threshold", *METRIC_NAMES, "f1_low", "f1_high")}})
-charts.csv_button(table, f"{dataset.name}-models", "models_table")
+csv_button(table, f"{dataset.name}-models", "models_table")
 drawn = table.dropna(subset=["f1"])
 if not drawn.empty:
-    charts.show_chart(charts.metrics_chart(drawn), drawn, f"{dataset.name}-models-f1", "models_f1")
+    show_chart(charts.metrics_chart(drawn), drawn, f"{dataset.name}-models-f1", "models_f1")
 
 st.subheader("Two score sets side by side")
 if len(data.score_sets) < 2:
     st.info("Score the dataset with a second model (Articles page) to compare two side by side.")
     st.stop()
 cols = st.columns(3)
-a = charts.pick_score_set(data, "models_a", "A", 0, container=cols[0])
-b = charts.pick_score_set(data, "models_b", "B", 1, container=cols[1])
+a = pick_score_set(data, "models_a", "A", 0, container=cols[0])
+b = pick_score_set(data, "models_b", "B", 1, container=cols[1])
 metric = cols[2].selectbox("Metric", METRIC_NAMES, key="models_metric")
 try:
     comparison = comparison_for(dataset.id, reference, version, a.id, b.id, strategy, metric, subset)
@@ -86,13 +85,13 @@ summary = pd.DataFrame([{"metric": metric, "a": a.name, "b": b.name, "value_a": 
                          "ci_high": result.ci_high, "p_value": result.p_value, "n_items": comparison.n_items,
                          "n_resamples": result.n_resamples, "threshold_a": comparison.threshold_a,
                          "threshold_b": comparison.threshold_b}])
-charts.csv_button(summary, f"{dataset.name}-comparison", "models_comparison", "Download this comparison (CSV)")
+csv_button(summary, f"{dataset.name}-comparison", "models_comparison", "Download this comparison (CSV)")
 left, right = st.columns(2)
 with left:
-    charts.show_chart(charts.difference_chart(comparison.differences, result.difference), comparison.differences,
-                      f"{dataset.name}-bootstrap", "models_bootstrap")
+    show_chart(charts.difference_chart(comparison.differences, result.difference), comparison.differences,
+               f"{dataset.name}-bootstrap", "models_bootstrap")
 with right:
     points = comparison.points.assign(reference_name=comparison.points["reference"].astype(str))
-    charts.show_chart(charts.points_chart(points, "similarity_a", "similarity_b", None, "Similarity of each item",
+    show_chart(charts.points_chart(points, "similarity_a", "similarity_b", None, "Similarity of each item",
                                           f"A: {a.name}", f"B: {b.name}"),
-                      points, f"{dataset.name}-a-vs-b", "models_points")
+               points, f"{dataset.name}-a-vs-b", "models_points")

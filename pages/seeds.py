@@ -6,8 +6,8 @@ import streamlit as st
 from cftclip_core.errors import CftClipError
 from studio import charts
 from studio.common import require_role, show_error, studio
-from train_jobs.api import list_experiments
-from train_jobs.comparison import metric_names, paired_comparison, seed_metrics, seed_summary
+from studio.exports import csv_button, show_chart
+from train_jobs import api
 
 require_role("researcher", "admin")
 st.title("Seeds")
@@ -15,7 +15,7 @@ st.caption("The paper reports every model over five seeds (0-4): a difference be
            "when it holds across seeds, not on one lucky run.")
 
 with studio().sessions() as session:
-    experiments = {e.id: e.name for e in list_experiments(session)}
+    experiments = {e.id: e.name for e in api.training_experiments(session)}
 if not experiments:
     st.info("No experiment yet. Launch one on the Train page; its one-click synthetic demo brings in a real "
             "comparison on a CPU in minutes.")
@@ -23,25 +23,25 @@ if not experiments:
 chosen = st.multiselect("Experiments", list(experiments), default=list(experiments)[:6],
                         format_func=experiments.get, key="seeds_experiments")
 with studio().sessions() as session:
-    per_seed = seed_metrics(session, chosen)
+    per_seed = api.seed_metrics(session, chosen)
 if per_seed.empty:
     st.info("None of these experiments has a finished run with evaluation metrics yet. Runs report here when they "
             "succeed on a labelled evaluation dataset; watch them on the Train page.")
     st.stop()
-metric = st.selectbox("Metric", metric_names(per_seed), key="seeds_metric")
-summary = seed_summary(per_seed)
+metric = st.selectbox("Metric", api.metric_names(per_seed), key="seeds_metric")
+summary = api.seed_summary(per_seed)
 summary = summary[summary["metric"] == metric]
 if (summary["n"] < 2).any():
     st.warning("Some experiments have a single finished seed, so no spread or interval can be given; run seeds 0-4.",
                icon=":material/warning:")
-charts.show_chart(charts.seeds_chart(per_seed, summary, metric), per_seed, f"seeds-{metric}", "seeds_chart")
+show_chart(charts.seeds_chart(per_seed, summary, metric), per_seed, f"seeds-{metric}", "seeds_chart")
 st.dataframe(summary.drop(columns=["experiment_id"]), hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="%.3f")
                             for c in ("mean", "std", "ci_low", "ci_high")})
-charts.csv_button(summary, f"seeds-{metric}-summary", "seeds_summary")
+csv_button(summary, f"seeds-{metric}-summary", "seeds_summary")
 with st.expander("Every finished run"):
     st.dataframe(per_seed.drop(columns=["experiment_id"]), hide_index=True, width="stretch")
-    charts.csv_button(per_seed, "seeds-runs", "seeds_runs")
+    csv_button(per_seed, "seeds-runs", "seeds_runs")
 
 st.subheader("Two experiments, seed by seed")
 with_runs = list(dict.fromkeys(per_seed["experiment_id"]))
@@ -52,7 +52,7 @@ cols = st.columns(2)
 a = cols[0].selectbox("A", with_runs, index=0, format_func=experiments.get, key="seeds_a")
 b = cols[1].selectbox("B", with_runs, index=1, format_func=experiments.get, key="seeds_b")
 try:
-    result = paired_comparison(per_seed, a, b, metric)
+    result = api.paired_comparison(per_seed, a, b, metric)
 except CftClipError as exc:
     show_error(exc)
     st.stop()

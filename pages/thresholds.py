@@ -8,21 +8,16 @@ from cftclip_core import results
 from cftclip_core.metrics import compute_metrics
 from studio import charts
 from studio.common import require_role
+from studio.exports import csv_button, show_chart
+from studio.results_view import OWN_THRESHOLD, reference_caption, results_header
 
 require_role("researcher", "admin")
 st.title("Thresholds")
 
-dataset = charts.pick_dataset("thresholds_dataset")
-top = st.columns(3)
-reference = charts.pick_reference("thresholds_reference", container=top[2])
-data = charts.results_data(dataset.id, reference)
-charts.require_scores(data)
-info = charts.pick_score_set(data, "thresholds_score_set", container=top[0])
-subset = top[1].selectbox("Evaluate on", data.subsets(), key="thresholds_subset",
-                          help="Thresholds are tuned on the 'val' split; evaluating on it too would flatter them.")
-charts.warn_if_meaningless(info)
+view = results_header("thresholds", subset="Evaluate on")
+data, info, dataset, reference = view.data, view.score_set, view.dataset, view.reference
 
-frame = results.evaluated(data, info.id, subset)
+frame = results.evaluated(data, info.id, view.subset)
 strategies = {name: results.choose_threshold(data, info.id, name) for name in results.STRATEGIES}
 scored = data.items[info.column].dropna()
 low, high = round(float(scored.min()), 3) - 0.001, round(float(scored.max()), 3) + 0.001
@@ -30,13 +25,13 @@ start = strategies["val-median"].value
 mine = st.slider("Your threshold", low, high, value=start if start is not None else (low + high) / 2, step=0.001,
                  format="%.3f", key=f"thresholds_slider_{info.id}")  # one per score set: their scales differ
 thresholds = {name: choice.value for name, choice in strategies.items() if choice.value is not None}
-thresholds[charts.OWN_THRESHOLD] = float(mine)
+thresholds[OWN_THRESHOLD] = float(mine)
 for name, choice in strategies.items():
     if choice.note:
         st.caption(f"{choice.note}." if choice.note.startswith(name) else f"{name}: {choice.note}.")
 
 scores, labels = results.labelled(frame)
-st.caption(charts.reference_caption(frame, reference))
+st.caption(reference_caption(frame, reference))
 if labels.size == 0:
     st.info("No labels yet for these items: annotate them on the Annotate page, settle gold labels on the Review "
             "page, or compare with the imported file's label if it has one. Meanwhile, the scores alone:")
@@ -45,7 +40,7 @@ elif labels.min() == labels.max():
                "Label items of the other class (or pick another subset), then come back. Meanwhile, the scores alone:")
 if labels.size == 0 or labels.min() == labels.max():
     hist = results.similarity_histogram(frame)
-    charts.show_chart(charts.histogram_chart(hist, thresholds), hist, f"{dataset.name}-similarity", "thresholds_hist")
+    show_chart(charts.histogram_chart(hist, thresholds), hist, f"{dataset.name}-similarity", "thresholds_hist")
     st.stop()
 
 table = results.metrics_at(scores, labels, thresholds)
@@ -63,21 +58,21 @@ st.dataframe(table, hide_index=True, width="stretch", key="thresholds_table", co
     "threshold_name": "Threshold", **{c: st.column_config.NumberColumn(c.replace("_", " ").capitalize(), format="%.3f")
                                       for c in ("threshold", "f1", "macro_f1", "precision", "recall", "accuracy",
                                                 "kappa")}})
-charts.csv_button(table, f"{dataset.name}-threshold-metrics", "thresholds_table")
+csv_button(table, f"{dataset.name}-threshold-metrics", "thresholds_table")
 
 curves = results.threshold_curves(scores, labels)
 marks = table.assign(tpr=table["tp"] / (table["tp"] + table["fn"]), fpr=table["fp"] / (table["fp"] + table["tn"]))
 left, right = st.columns(2)
 with left:
     hist = results.similarity_histogram(frame)
-    charts.show_chart(charts.histogram_chart(hist, thresholds), hist, f"{dataset.name}-similarity", "thresholds_hist")
-    charts.show_chart(charts.curve_chart(curves, marks, "fpr", "tpr", "ROC curve"), curves, f"{dataset.name}-roc",
-                      "thresholds_roc")
+    show_chart(charts.histogram_chart(hist, thresholds), hist, f"{dataset.name}-similarity", "thresholds_hist")
+    show_chart(charts.curve_chart(curves, marks, "fpr", "tpr", "ROC curve"), curves, f"{dataset.name}-roc",
+               "thresholds_roc")
 with right:
-    charts.show_chart(charts.sweep_chart(curves, thresholds), curves, f"{dataset.name}-sweep", "thresholds_sweep")
+    show_chart(charts.sweep_chart(curves, thresholds), curves, f"{dataset.name}-sweep", "thresholds_sweep")
     pr = curves[curves["tp"] + curves["fp"] > 0]  # precision is undefined where nothing is predicted 1
-    charts.show_chart(charts.curve_chart(pr, marks, "recall", "precision", "Precision-recall curve"), pr,
-                      f"{dataset.name}-pr", "thresholds_pr")
+    show_chart(charts.curve_chart(pr, marks, "recall", "precision", "Precision-recall curve"), pr,
+               f"{dataset.name}-pr", "thresholds_pr")
 
 st.subheader("Human ceiling")
 humans = results.human_agreement(data, frame["item_id"])
@@ -88,8 +83,8 @@ ceiling = results.human_ceiling(humans)
 lines = pd.DataFrame({"who": [f"annotator {name}" for name in humans["annotator"]], "kappa": humans["kappa_reference"]})
 if not pd.isna(ceiling):
     lines = pd.concat([lines, pd.DataFrame({"who": ["mean of the annotators"], "kappa": [ceiling]})], ignore_index=True)
-charts.show_chart(charts.agreement_chart(curves, lines.dropna(), thresholds), curves[["threshold", "kappa", "accuracy"]],
-                  f"{dataset.name}-agreement", "thresholds_agreement")
+show_chart(charts.agreement_chart(curves, lines.dropna(), thresholds), curves[["threshold", "kappa", "accuracy"]],
+           f"{dataset.name}-agreement", "thresholds_agreement")
 best = curves.loc[curves["kappa"].idxmax()] if curves["kappa"].notna().any() else None
 st.caption(f"Mean annotator kappa with the reference: {charts.number(ceiling)}; the model's best: "
            f"{charts.number(best['kappa'] if best is not None else None)}"
@@ -100,4 +95,4 @@ st.dataframe(humans, hide_index=True, width="stretch", column_config={
     "annotator": "Annotator", "n_reference": "Items compared",
     "agreement_reference": st.column_config.NumberColumn("Agreement", format="%.3f"),
     "kappa_reference": st.column_config.NumberColumn("Cohen's kappa", format="%.3f")})
-charts.csv_button(humans, f"{dataset.name}-human-ceiling", "thresholds_humans")
+csv_button(humans, f"{dataset.name}-human-ceiling", "thresholds_humans")

@@ -1,171 +1,21 @@
-"""Shared pieces of the results pages (Articles, Thresholds, Disagreement, Models): the pickers they all
-use, the cached loader, Altair charts built from frames already aggregated by ``cftclip_core.results``,
-and the export buttons beside every chart (CSV of its data, SVG, PNG) and table (CSV).
-
-Caching: query results are cached with ``st.cache_data`` under a key that holds the dataset's data
-version (``store.data_version``), which changes with every write to scores, labels, gold or triage,
-whoever makes it (another page, an annotator, the command line); a page that writes also clears the
-cached reads, so nothing shown is ever stale.
-"""
+"""Altair charts of the results and seeds pages, built from frames already aggregated by
+``cftclip_core.results`` (a few hundred rows at most), and how numbers are written beside them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import altair as alt
 import pandas as pd
-import streamlit as st
-import vl_convert
-from streamlit.delta_generator import DeltaGenerator
 
-from annotations import results as store
-from annotations.importer import list_datasets
-from annotations.models import Dataset
-from cftclip_core import results
-from studio.common import studio
+from studio.results_view import OWN_THRESHOLD
 
-TINY_WARNING = (
-    "These scores come from the tiny offline model, whose weights are random: they carry no meaning. "
-    "Score with a real CLIP model (e.g. a local copy of openai/clip-vit-large-patch14) to judge thumbnails."
-)
-OWN_THRESHOLD = "your own threshold"
 POINT_LIMIT = 2000  # points drawn in a scatter chart
 REFERENCE_COLOURS = alt.Scale(domain=["1", "0", "unlabelled"], range=["#2e7d32", "#c62828", "#9e9e9e"])
 THRESHOLD_COLOURS = alt.Scale(domain=["val-median", "f1-optimal", OWN_THRESHOLD],
                               range=["#6a1b9a", "#ef6c00", "#1565c0"])
 
 
-# --- loading and pickers ----------------------------------------------------------------------------------
-
-
-@st.cache_data(max_entries=16, show_spinner="Reading scores and labels...")
-def _cached_results(dataset_id: int, reference: str, version: tuple[object, ...]) -> results.ResultsData:
-    del version  # part of the cache key only
-    with studio().sessions() as session:
-        return store.load_results(session, dataset_id, reference)
-
-
-def version_of(dataset_id: int) -> tuple[object, ...]:
-    """The dataset's data version: part of the key of every cached results query."""
-    with studio().sessions() as session:
-        return store.data_version(session, dataset_id)
-
-
-def results_data(dataset_id: int, reference: str) -> results.ResultsData:
-    """The dataset's scores and labels, read once per data version."""
-    return _cached_results(dataset_id, reference, version_of(dataset_id))
-
-
-def clear_caches() -> None:
-    """After a write made by this page: drop the cached reads at once (the pages' other cached results are
-    keyed on the data version, which the write changed)."""
-    _cached_results.clear()
-
-
-def pick_dataset(key: str, wanted: str | None = None) -> Dataset:
-    """The dataset picker; ``wanted`` (e.g. from a link) is chosen when it names a dataset."""
-    with studio().sessions() as session:
-        datasets = {d.name: d for d in list_datasets(session)}
-    if not datasets:
-        st.info("No dataset yet: import one on the Import page (or `python -m annotations import FILE --name NAME`).")
-        st.stop()
-    if wanted in datasets:
-        st.session_state[key] = wanted
-    return datasets[st.selectbox("Dataset", list(datasets), key=key)]
-
-
-def pick_reference(key: str, *, container: DeltaGenerator | None = None) -> str:
-    return (container or st).radio("Compare with", list(results.REFERENCES), format_func=results.REFERENCES.get,
-                                   horizontal=True, key=key,
-                                   help="Gold: a researcher's decision on the Review page where there is one, "
-                                        "else the majority of the annotators (ties have none).")
-
-
-def pick_score_set(data: results.ResultsData, key: str, label: str = "Score set", index: int = 0,
-                   container: DeltaGenerator | None = None) -> results.ScoreSetInfo:
-    names = {info.id: info.name for info in data.score_sets}
-    chosen = (container or st).selectbox(label, list(names), index=index, format_func=names.get, key=key)
-    return data.score_set(chosen)
-
-
-def require_scores(data: results.ResultsData) -> None:
-    """The empty state of a dataset nobody scored yet: say what to do, and stop the page."""
-    if not data.score_sets:
-        st.info("This dataset has no scores yet: score it with a model on the Articles page "
-                "(or `python -m cftclip_core score`), then come back.")
-        st.page_link("pages/home.py", label="Score it on the Articles page", icon=":material/newspaper:")
-        st.stop()
-
-
-def pick_threshold(data: results.ResultsData, score_set_id: int, key: str,
-                   container: DeltaGenerator | None = None) -> results.ThresholdChoice:
-    """A strategy (val-median, f1-optimal) or the user's own number; the threshold it gives."""
-    place = container or st
-    strategy = place.selectbox("Threshold", [*results.STRATEGIES, OWN_THRESHOLD], key=key,
-                               help="val-median: median similarity of the 'val' split, label-free (the original "
-                                    "code); f1-optimal: best F1 on the labelled 'val' items.")
-    if strategy != OWN_THRESHOLD:
-        return results.choose_threshold(data, score_set_id, strategy)
-    default = results.choose_threshold(data, score_set_id, "val-median").value or 0.0
-    value = place.number_input("Your threshold", -1.0, 1.0, value=float(default), step=0.005, format="%.3f",
-                               key=f"{key}_value")
-    return results.choose_threshold(data, score_set_id, float(value))
-
-
-def warn_if_meaningless(info: results.ScoreSetInfo) -> None:
-    if info.meaningless:
-        st.warning(TINY_WARNING, icon=":material/warning:")
-
-
-def reference_caption(frame: pd.DataFrame, reference: str) -> str:
-    """Which labels stand as the reference, and how many items have none (said on every page)."""
-    counts = frame["reference_source"].value_counts()
-    if reference == "imported":
-        return (f"Reference: the imported file's label ({int(counts.get('imported', 0))} items); "
-                f"{int(counts.get('none', 0))} items without one are left out.")
-    return (f"Reference: gold, adjudicated by a researcher for {int(counts.get('adjudicated', 0))} items and the "
-            f"annotators' majority for {int(counts.get('majority', 0))}; {int(counts.get('tie', 0))} tied and "
-            f"{int(counts.get('none', 0))} unlabelled items are left out.")
-
-
 def number(value: object, digits: int = 3) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{float(value):.{digits}f}"
-
-
-# --- export buttons -----------------------------------------------------------------------------------------
-
-
-def csv_button(frame: pd.DataFrame, name: str, key: str, label: str = "CSV") -> None:
-    st.download_button(label, data=lambda: frame.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",
-                       on_click="ignore", key=f"{key}_csv", icon=":material/download:")
-
-
-def show_chart(chart: alt.TopLevelMixin, data: pd.DataFrame, name: str, key: str, *,
-               on_select: Callable[[], None] | str | None = None, selection: str | None = None) -> None:
-    """The chart, with its data (CSV) and the picture (SVG, PNG) to download beside it.
-
-    The pictures are drawn only when a button is clicked (``vl_convert``, offline)."""
-    if on_select is None:
-        st.altair_chart(chart, width="stretch", key=key)
-    else:
-        st.altair_chart(chart, width="stretch", key=key, on_select=on_select, selection_mode=selection)
-    with st.container(horizontal=True, gap="small"):
-        csv_button(data, name, key, "Data (CSV)")
-        st.download_button("SVG", data=lambda: vl_convert.vegalite_to_svg(chart.to_json()), file_name=f"{name}.svg",
-                           mime="image/svg+xml", on_click="ignore", key=f"{key}_svg", icon=":material/download:")
-        st.download_button("PNG", data=lambda: vl_convert.vegalite_to_png(chart.to_json(), scale=2),
-                           file_name=f"{name}.png", mime="image/png", on_click="ignore", key=f"{key}_png",
-                           icon=":material/download:")
-
-
-def selected(key: str, param: str, field: str) -> object | None:
-    """The ``field`` of the point picked in chart ``key`` under selection ``param`` (None if nothing is)."""
-    state = st.session_state.get(key)
-    points = state.selection.get(param, []) if state is not None else []
-    return points[0].get(field) if points else None
-
-
-# --- charts (every builder takes aggregated or already-small frames) ---------------------------------------
 
 
 def _rules(thresholds: dict[str, float]) -> alt.Chart:
@@ -300,3 +150,11 @@ def seeds_chart(per_seed: pd.DataFrame, summary: pd.DataFrame, metric: str) -> a
                  alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f")])
     return alt.layer(interval, dots, mean).properties(title=f"{metric} per seed: dots, mean and 95% t-interval",
                                                       height=alt.Step(36))
+
+
+def loss_curve_chart(frame: pd.DataFrame, value: str, title: str, points: bool) -> alt.Chart:
+    """Training or validation loss of an experiment's runs (column ``run``) against the step."""
+    return alt.Chart(frame, title=title).mark_line(point=points).encode(
+        x=alt.X("step:Q", title="step"), y=alt.Y(f"{value}:Q", title=value, scale=alt.Scale(zero=False)),
+        color=alt.Color("run:N", title=None), tooltip=["run", "step", alt.Tooltip(f"{value}:Q", format=".4f")],
+    ).properties(height=260)

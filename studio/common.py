@@ -62,13 +62,6 @@ def thumbnail_uri(path: str) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-@st.cache_resource(show_spinner="Loading the model...", max_entries=2)
-def cached_model(name: str):  # noqa: ANN201 - a cftclip_core.models.LoadedModel
-    from cftclip_core.models import load_model  # torch: only when a page scores
-
-    return load_model(name, cache_dir=studio().settings.models_dir)
-
-
 def require_role(*roles: str, annotating: bool = False) -> User:
     """The signed-in user if their role may see this page; otherwise stop the page with a refusal.
 

@@ -74,7 +74,7 @@ def machine(monkeypatch: pytest.MonkeyPatch, *, gpus: list[Gpu], sbatch: bool) -
 
     monkeypatch.setattr("train_jobs.gpus._from_nvml", lambda tried: list(gpus) or None)
     monkeypatch.setattr("train_jobs.gpus._from_nvidia_smi", no_nvidia_smi)
-    monkeypatch.setattr("train_jobs.views.slurm_available", lambda: sbatch)
+    monkeypatch.setattr("train_jobs.api.slurm_available", lambda: sbatch)
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,25 @@
-"""What the app (pages, ``studio``) uses; everything else in ``train_jobs`` is internal.
+"""What the app (pages and ``studio``) uses of ``train_jobs``; everything else in the package is internal.
 
 The queue moves by the instance's ``Poller`` (the app starts one; ``request_poll`` asks it for a poll now,
-``alive_poller`` says who polls); pages only read and act. Typical Train page flow: ``create_experiment`` /
-``create_proof_experiment`` from a form, ``list_experiments`` + ``experiment_runs`` for the tables,
-``log_tail`` for a run's log, ``cancel_run``, ``resume_run`` and ``delete_experiment`` from buttons,
-``discover_gpus`` to show the machine, ``create_proof_demo`` for the one-click demo. ``train_jobs.views``
-computes what the page draws.
+``alive_poller`` says who polls); pages only read and act. Training: ``create_experiment`` /
+``create_proof_demo`` from a form, ``training_experiments`` + ``experiment_runs`` and the view functions
+(summaries, curves, ETA, headline) for the live view, ``log_tail`` for a run's log, ``cancel_run``,
+``resume_run`` and ``delete_experiment`` from buttons, ``discover_gpus`` to show the machine; seeds compared
+with ``seed_metrics``, ``seed_summary`` and ``paired_comparison``. Scoring: ``queue_scoring`` and
+``score_jobs``.
 """
 
-from train_jobs.demo import create_proof_demo
+from train_jobs.comparison import metric_names, paired_comparison, seed_metrics, seed_summary
+from train_jobs.demo import create_proof_demo, proof_grid
 from train_jobs.experiments import (
-    DEFAULT_SEEDS, ExperimentError, ExperimentRequest, create_experiment, create_proof_experiment, delete_experiment,
-    experiment_runs, list_experiments,
+    DEFAULT_SEEDS,
+    ExperimentError,
+    ExperimentRequest,
+    create_experiment,
+    create_proof_experiment,
+    delete_experiment,
+    experiment_runs,
+    list_experiments,
 )
 from train_jobs.gpus import GpuInventory, discover_gpus
 from train_jobs.locks import request_poll
@@ -20,13 +28,40 @@ from train_jobs.reconcile import CancelResult, PollReport, cancel_run, default_l
 from train_jobs.results import import_results, results_row
 from train_jobs.resume import can_resume, resume_run
 from train_jobs.runfiles import log_tail
+from train_jobs.scoring import ScoreJob, ScoreRequest, queue_scoring, score_jobs
 from train_jobs.settings import JobSettings, SlurmSettings
 from train_jobs.states import ACTIVE, FINAL
+from train_jobs.views import (
+    Curves,
+    as_text,
+    counterfactuals_per_item,
+    describe,
+    eta_seconds,
+    experiment_curves,
+    experiment_summaries,
+    form_defaults,
+    format_duration,
+    headline,
+    log_stamp,
+    own_checkpoints,
+    parse_seeds,
+    progress,
+    proof_comparison,
+    read_curves,
+    slurm_available,
+    training_experiments,
+    typed_values,
+    unique_name,
+)
 
 __all__ = [
-    "ACTIVE", "DEFAULT_SEEDS", "FINAL", "CancelResult", "ExperimentError", "ExperimentRequest", "GpuInventory",
-    "JobSettings", "PollReport", "Poller", "PollerStatus", "SlurmSettings", "alive_poller", "can_resume",
-    "cancel_run", "create_experiment", "create_proof_demo", "create_proof_experiment", "default_launchers",
-    "delete_experiment", "discover_gpus", "experiment_runs", "import_results", "list_experiments", "log_tail", "poll",
-    "request_poll", "results_row", "resume_run",
+    "ACTIVE", "DEFAULT_SEEDS", "FINAL", "CancelResult", "Curves", "ExperimentError", "ExperimentRequest",
+    "GpuInventory", "JobSettings", "PollReport", "Poller", "PollerStatus", "ScoreJob", "ScoreRequest", "SlurmSettings",
+    "alive_poller", "as_text", "can_resume", "cancel_run", "counterfactuals_per_item", "create_experiment",
+    "create_proof_demo", "create_proof_experiment", "default_launchers", "delete_experiment", "describe",
+    "discover_gpus", "eta_seconds", "experiment_curves", "experiment_runs", "experiment_summaries", "form_defaults",
+    "format_duration", "headline", "import_results", "list_experiments", "log_stamp", "log_tail", "metric_names",
+    "own_checkpoints", "paired_comparison", "parse_seeds", "poll", "progress", "proof_comparison", "proof_grid",
+    "queue_scoring", "read_curves", "request_poll", "results_row", "resume_run", "score_jobs", "seed_metrics",
+    "seed_summary", "slurm_available", "training_experiments", "typed_values", "unique_name",
 ]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 
 from annotations.db import make_engine, session_factory, upgrade
 from annotations.settings import Settings

@@ -1,7 +1,8 @@
 """Import what a finished run left in its folder into the database, so that results pages read rows,
-never files: the training summary (metrics.json), the evaluation metrics (eval/metrics.json), the
-checkpoint path (best/, or last/ for a stopped run), and the per-item scores of the evaluation
-dataset (eval/scores.csv) as a score set linked to the run.
+never files. A training run: the training summary (metrics.json), the evaluation metrics
+(eval/metrics.json), the checkpoint path (best/, or last/ for a stopped run), and the per-item scores of
+the evaluation dataset (eval/scores.csv) as a score set linked to the run. A scoring job
+(``train_jobs.scoring``): its summary (score.json) and its scores (scores.csv) as a score set.
 
 The score set and the run's results are written in one transaction: all of it or none; a failure is
 recorded in ``results_error`` for the page to show (and a retry).
@@ -10,6 +11,8 @@ recorded in ``results_error`` for the page to show (and a retry).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from annotations.models import Experiment, Item, ScoreSet, TrainRun, utcnow
 from annotations.score_sets import add_score_set
 from cftclip_core.errors import CftClipError, DataError
 from train_jobs import runfiles, states
+from train_jobs.scoring import SCORE
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +46,17 @@ def import_results(factory: sessionmaker[Session], run_id: int) -> TrainRun | No
         experiment = session.get(Experiment, run.experiment_id)
     if run.state not in states.FINAL:
         return run
-    run_dir = Path(run.run_dir)
     try:
-        metrics = runfiles.read_json(run_dir / runfiles.METRICS)
-        eval_metrics = runfiles.read_json(run_dir / runfiles.EVAL_METRICS)
-        checkpoint = next((run_dir / name for name in (runfiles.BEST, runfiles.LAST) if (run_dir / name).is_dir()),
-                          None)
-        if run.state == states.CANCELLED and (run_dir / runfiles.LAST).is_dir():
-            checkpoint = run_dir / runfiles.LAST  # the resumable one
-        scores_file = run_dir / runfiles.EVAL_SCORES
-        wants_scores = experiment.eval_dataset_id is not None and run.state == states.SUCCEEDED
-        if wants_scores and not scores_file.is_file():
-            raise DataError(f"The run finished but wrote no {runfiles.EVAL_SCORES}; see its log ({run.log_path}).")
+        outcome = (_scoring_outcome if experiment.kind == SCORE.name else _training_outcome)(run, experiment)
         with write_session(factory) as session:
             current = session.get(TrainRun, run_id)
             if current is None or current.state != run.state:
                 return current  # resumed (or deleted) while the files were read
-            if wants_scores:
-                _add_scores(session, run, experiment, scores_file, checkpoint)
-            current.metrics = metrics if isinstance(metrics, dict) else None
-            current.eval_metrics = eval_metrics if isinstance(eval_metrics, dict) else None
-            current.checkpoint_path = str(checkpoint) if checkpoint is not None else None
+            if outcome.add_scores is not None:
+                outcome.add_scores(session)
+            current.metrics = outcome.metrics if isinstance(outcome.metrics, dict) else None
+            current.eval_metrics = outcome.eval_metrics if isinstance(outcome.eval_metrics, dict) else None
+            current.checkpoint_path = str(outcome.checkpoint) if outcome.checkpoint is not None else None
             current.results_at, current.results_error = utcnow(), ""
     except (CftClipError, OSError, ValueError, KeyError) as exc:
         why = str(exc) if isinstance(exc, CftClipError) else f"{type(exc).__name__}: {exc}"
@@ -75,6 +69,52 @@ def import_results(factory: sessionmaker[Session], run_id: int) -> TrainRun | No
             current.results_at = utcnow()
     with factory() as session:
         return session.get(TrainRun, run_id)
+
+
+@dataclass
+class _Outcome:
+    """What a finished run left, read from its folder before the one transaction that imports it."""
+
+    metrics: Any
+    eval_metrics: Any = None
+    checkpoint: Path | None = None
+    add_scores: Callable[[Session], ScoreSet] | None = None  # the score set, written in that transaction
+
+
+def _training_outcome(run: TrainRun, experiment: Experiment) -> _Outcome:
+    """A training (or proof) run: its summary, evaluation, checkpoint and the evaluation dataset's scores."""
+    run_dir = Path(run.run_dir)
+    checkpoint = next((run_dir / name for name in (runfiles.BEST, runfiles.LAST) if (run_dir / name).is_dir()), None)
+    if run.state == states.CANCELLED and (run_dir / runfiles.LAST).is_dir():
+        checkpoint = run_dir / runfiles.LAST  # the resumable one
+    outcome = _Outcome(runfiles.read_json(run_dir / runfiles.METRICS), runfiles.read_json(run_dir / runfiles.EVAL_METRICS),
+                       checkpoint)
+    if experiment.eval_dataset_id is not None and run.state == states.SUCCEEDED:
+        scores_file = run_dir / runfiles.EVAL_SCORES
+        if not scores_file.is_file():
+            raise DataError(f"The run finished but wrote no {runfiles.EVAL_SCORES}; see its log ({run.log_path}).")
+        outcome.add_scores = lambda session: _add_scores(session, run, experiment, scores_file, checkpoint)
+    return outcome
+
+
+def _scoring_outcome(run: TrainRun, experiment: Experiment) -> _Outcome:
+    """A scoring job: its summary, and its scores as a score set of the dataset it scored."""
+    run_dir = Path(run.run_dir)
+    summary = runfiles.read_json(run_dir / runfiles.SCORE_SUMMARY)
+    outcome = _Outcome(summary)
+    if run.state != states.SUCCEEDED:
+        return outcome
+    if not isinstance(summary, dict) or not (run_dir / runfiles.SCORES).is_file():
+        raise DataError(f"The scoring job finished but wrote no {runfiles.SCORE_SUMMARY} and {runfiles.SCORES}; "
+                        f"see its log ({run.log_path}).")
+    frame = pd.read_csv(run_dir / runfiles.SCORES, dtype=str, keep_default_na=False)
+    scores = {int(key): (float(similarity), truncated.strip().lower() in TRUE_TEXTS)
+              for key, similarity, truncated in zip(frame["key"], frame["similarity"], frame["truncated"])}
+    outcome.add_scores = lambda session: add_score_set(
+        session, experiment.eval_dataset_id, summary["model_name"], summary["model_fingerprint"],
+        summary["text_field"], scores, note=f"scoring job {run.id}", meaningless=bool(summary.get("tiny")),
+        train_run_id=run.id)
+    return outcome
 
 
 def _add_scores(session: Session, run: TrainRun, experiment: Experiment, path: Path,

@@ -25,6 +25,7 @@ from annotations.db import write_session
 from annotations.models import Experiment, TrainRun, User, utcnow
 from cftclip_core.errors import CftClipError
 from train_jobs import commands, runfiles, states
+from train_jobs.scoring import SCORE
 
 RESUME_FLAG = "--resume"
 TRAINER_STATE = "trainer_state.pt"  # inside last/: what the trainer needs to go on (the run folder contract)
@@ -86,7 +87,11 @@ def _refusal(run: TrainRun) -> str | None:
     if run.state == states.FAILED and run.exit_code == states.EXIT_USER_ERROR:
         return (f"Run {run.id} failed on its own settings or data (a refused config or a NaN loss: see its log); "
                 "resumed, it would fail the same way. Launch a new experiment with changed settings (e.g. a lower lr).")
-    if commands.split_command(run.command)[0] != commands.TRAIN.module:
+    module = commands.split_command(run.command)[0]
+    if module == SCORE.module:
+        return (f"Run {run.id} is a scoring job: score the dataset again instead; the embeddings it computed are "
+                "cached, so only the rest is computed.")
+    if module != commands.TRAIN.module:
         return f"Run {run.id} is a synthetic-proof run; those are short and cannot be resumed: launch the proof again."
     if not (Path(run.run_dir) / runfiles.LAST / TRAINER_STATE).is_file():
         return (f"Run {run.id} saved no resumable checkpoint ({Path(run.run_dir) / runfiles.LAST} has no "

@@ -1,7 +1,8 @@
 """What a run folder holds, and reading it safely while the job may be writing.
 
 The trainer's files follow the run folder contract (``python -m cftclip_core train --out RUN_DIR``):
-heartbeat.json, log.jsonl, metrics.json, best/, last/, eval/. The studio adds its own:
+heartbeat.json, log.jsonl, metrics.json, best/, last/, eval/; a scoring job's
+(``python -m cftclip_core.score_job --out RUN_DIR``): heartbeat.json, scores.csv, score.json. The studio adds its own:
 ``job.log`` (the job's stdout and stderr), ``exit.json`` (written by ``train_jobs.wrap`` when the
 job ends) and, for Slurm, ``job.sbatch``. Imports only the standard library (the wrapper uses it).
 """
@@ -22,6 +23,8 @@ SBATCH_SCRIPT = "job.sbatch"
 METRICS = "metrics.json"
 EVAL_METRICS = "eval/metrics.json"
 EVAL_SCORES = "eval/scores.csv"
+SCORES = "scores.csv"  # a scoring job's: key, similarity, truncated
+SCORE_SUMMARY = "score.json"  # a scoring job's: model, fingerprint, text field, counts (written last)
 BEST = "best"
 LAST = "last"
 DISK_FULL_MARKERS = ("No space left on device", "Disk quota exceeded")

@@ -74,6 +74,14 @@ def slurm_available() -> bool:
 
 
 # --- experiments ---------------------------------------------------------------------------------------
+TRAINING_KINDS = ("train", "proof")  # what the Train and Seeds pages list (scoring jobs show on Articles)
+
+
+def training_experiments(session: Session) -> list[Experiment]:
+    """Every training and proof experiment, newest first."""
+    return [e for e in list_experiments(session) if e.kind in TRAINING_KINDS]
+
+
 def describe(experiment: Experiment) -> str:
     """What an experiment trains, in a few words."""
     config = experiment.config or {}
@@ -90,7 +98,7 @@ def experiment_summaries(session: Session) -> pd.DataFrame:
                                                                                  TrainRun.state)):
         counts.setdefault(experiment_id, {})[state] = n
     rows = []
-    for experiment in list_experiments(session):
+    for experiment in training_experiments(session):
         where = "CPU" if experiment.gpus_per_run == 0 else f"{experiment.gpus_per_run} GPU(s) per run"
         rows.append({"id": experiment.id, "name": experiment.name, "trains": describe(experiment),
                      "backend": f"{experiment.backend}, {where}", "created": experiment.created_at,
