@@ -8,10 +8,10 @@ import streamlit as st
 from annotations.labeling import release_leases
 from annotations.models import User
 from annotations.users import end_session, user_for_session
-from studio.instance import require_app_entry, studio
+from studio.instance import studio
+from studio.navigation import SESSION_PARAM, require_app_entry
 
 HOLDS_LEASE = "holds_lease"  # set while the Annotate page shows this browser session a card leased to the user
-SESSION_PARAM = "session"  # the sign-in token rides in the URL so that a browser refresh keeps it
 
 
 def current_user() -> User | None:

@@ -20,6 +20,7 @@ from cftclip_core.images import load_image
 from cftclip_core.media_store import MediaStore
 from studio.auth import HOLDS_LEASE, current_user, give_back_leases, remember_sign_in, sign_out  # noqa: F401
 from studio.instance import studio
+from studio.navigation import entered_through_app, home_page
 
 THUMBNAIL_PIXELS = 160
 
@@ -74,6 +75,10 @@ def require_role(*roles: str, annotating: bool = False) -> User:
     if not annotating:
         give_back_leases(user.id)
     if user.role not in roles:
-        st.error(f"This page is for {' and '.join(roles)}s; you are signed in as {user.role}.")
+        whom = " and ".join(f"{role}s" for role in roles)
+        article = "an" if user.role[0] in "aeiou" else "a"
+        st.error(f"This page is for {whom}; you are signed in as {article} {user.role}.", icon=":material/block:")
+        if entered_through_app():  # a page run on its own (a test) has no other page to link to
+            st.page_link(home_page(user.role), label="Go to your first page", icon=":material/arrow_forward:")
         st.stop()
     return user

@@ -75,13 +75,13 @@ def test_annotator_sees_only_annotate_and_is_refused_elsewhere(app_instance) -> 
     assert at.title[0].value == "Annotate"
     for page in ("pages/review.py", "pages/home.py", "pages/import_data.py", "pages/users.py"):
         at = app_test(app_instance, page, user=ANNOTATOR).run()
-        assert any("you are signed in as annotator" in e.value for e in at.error), page
+        assert any("you are signed in as an annotator" in e.value for e in at.error), page
         assert not at.dataframe and not at.button
 
 
 def test_researcher_is_refused_the_users_page(app_instance) -> None:  # noqa: ANN001
     at = app_test(app_instance, "pages/users.py", user=RESEARCHER).run()
-    assert any("signed in as researcher" in e.value for e in at.error)
+    assert any("signed in as a researcher" in e.value for e in at.error)
 
 
 def test_leaving_annotate_gives_the_held_item_back(app_instance) -> None:  # noqa: ANN001

@@ -56,7 +56,7 @@ def expected_gold(settings, seeded: Seeded, score_set_id: int) -> tuple[pd.DataF
 @pytest.mark.parametrize("page", RESULTS_PAGES)
 def test_results_pages_refuse_annotators_and_visitors(app_instance, page: str) -> None:  # noqa: ANN001
     at = app_test(app_instance, page, user=("ann", "annotator")).run()
-    assert any("you are signed in as annotator" in e.value for e in at.error)
+    assert any("you are signed in as an annotator" in e.value for e in at.error)
     assert not at.dataframe and not at.get("vega_lite_chart")
     at = app_test(app_instance, page).run()
     assert any("Please sign in first" in e.value for e in at.error)

@@ -137,7 +137,7 @@ def runs_of(settings, name: str) -> list[TrainRun]:  # noqa: ANN001
 
 def test_train_page_is_for_researchers_and_admins(app_instance) -> None:  # noqa: ANN001
     at = app_test(app_instance, PAGE, user=("ann", "annotator")).run()
-    assert any("you are signed in as annotator" in e.value for e in at.error)
+    assert any("you are signed in as an annotator" in e.value for e in at.error)
     assert not at.button and not at.text_input
     assert any("Please sign in first" in e.value for e in app_test(app_instance, PAGE).run().error)
     assert open_train(app_instance, ("ada", "admin")).title[0].value == "Train"

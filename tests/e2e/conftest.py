@@ -1,8 +1,9 @@
 """Fixtures for end-to-end tests in a real headless Chromium, driven through Playwright.
 
 ``streamlit_server``: the app served on a free loopback port from a fresh instance folder (its base URL).
-``start_streamlit``: ``start_streamlit(port=None)`` starts (another) server on that instance folder and
-returns a ``StreamlitServer``; every server a test started is stopped at teardown.
+``start_streamlit``: ``start_streamlit(port=None, instance=None)`` starts (another) server on that instance
+folder (or on ``instance``) and returns a ``StreamlitServer``; every server a test started is stopped at
+teardown.
 ``e2e_instance``: that instance folder, for tests that look at what the app wrote.
 ``e2e_setup``: what must be in the instance before the server starts; nothing by default. A test
 module overrides it (e.g. with users, made with ``e2e_db``) to start the app on a prepared instance.
@@ -168,8 +169,10 @@ def start_streamlit(
     env.update(CFTCLIP_INSTANCE=str(e2e_instance), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     servers: list[StreamlitServer] = []
 
-    def start(port: int | None = None) -> StreamlitServer:
+    def start(port: int | None = None, instance: Path | None = None) -> StreamlitServer:
         port = port or _free_port()
+        if instance is not None:  # another instance folder than the prepared one (e.g. one that does not exist)
+            env["CFTCLIP_INSTANCE"] = str(instance)
         command = [
             sys.executable, "-m", "streamlit", "run", "app.py",
             "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",

@@ -227,7 +227,7 @@ def test_two_annotators_label_with_the_keyboard_and_a_researcher_sees_the_agreem
     # = 1 - (4/12) / (2*6*6 / (12*11)) = 7/18 = 0.389.
     rita_page = new_page()
     sign_in(rita_page, streamlit_server, RESEARCHER, PASSWORD)
-    rita_page.get_by_test_id("stSidebarNav").get_by_role("link", name="Review").click()
+    rita_page.get_by_test_id("stSidebar").get_by_role("link", name="Review").click()
     expect(rita_page.get_by_role("heading", level=1)).to_have_text("Review")
     expect(metric(rita_page, "Votes")).to_have_text("12")
     expect(metric(rita_page, "Items with 2+ votes")).to_have_text(f"6 of {N_ITEMS}")

@@ -39,7 +39,7 @@ def test_a_zip_uploaded_on_a_fresh_instance_is_previewed_and_imported(
         zipped.writestr("set/images/a.jpg", jpeg)
         zipped.writestr("set/images/b.jpg", jpeg)
     sign_in(page, streamlit_server, "rita", PASSWORD)
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Import").click()
+    page.get_by_test_id("stSidebar").get_by_role("link", name="Import").click()
     expect(page.get_by_role("heading", name="Import a dataset")).to_be_visible()
     page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
         files=[{"name": "uploaded.zip", "mimeType": "application/zip", "buffer": archive.getvalue()}])

@@ -57,7 +57,7 @@ def test_threshold_slider_changes_f1_and_a_chart_point_opens_the_article(
     f1 = metrics.compute_metrics(evaluated["similarity"], evaluated["gold"].astype(int), val_median).f1
 
     sign_in(page, streamlit_server, "rita", PASSWORD)
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Thresholds").click()
+    page.get_by_test_id("stSidebar").get_by_role("link", name="Thresholds").click()
     expect(metric_value(page, "F1 at your threshold")).to_have_text(f"{f1:.3f}")
     expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(5)
     screenshot(page, "thresholds")
@@ -66,7 +66,7 @@ def test_threshold_slider_changes_f1_and_a_chart_point_opens_the_article(
     expect(metric_value(page, "F1 at your threshold")).to_have_text("0.000")
     expect(metric_value(page, "Recall")).to_have_text("0.000")
 
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Articles").click()
+    page.get_by_test_id("stSidebar").get_by_role("link", name="Articles").click()
     target = scores.iloc[5]
     search = page.get_by_label("Search titles, summaries and ids")
     search.fill(target["external_id"])
@@ -83,7 +83,7 @@ def test_threshold_slider_changes_f1_and_a_chart_point_opens_the_article(
     expect(page.get_by_test_id("stException")).to_have_count(0)
     screenshot(page, "article-detail")
 
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Disagreement").click()
+    page.get_by_test_id("stSidebar").get_by_role("link", name="Disagreement").click()
     page.get_by_role("tab", name="Triage queue").click()
     queued = page.get_by_role("combobox", name="Item to triage")
     expect(queued).to_have_value(re.compile(r"^syn-"))
