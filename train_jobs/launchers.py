@@ -24,7 +24,7 @@ from train_jobs.commands import split_command
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]  # so that `python -m cftclip_core` resolves in a job
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # jobs start here: `python -m cftclip_core` finds the packages
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,6 @@ def job_environment(extra: Mapping[str, str], gpus: tuple[int, ...] | None) -> d
     """The app's environment plus the job's; ``gpus`` None leaves GPU visibility to a scheduler."""
     env = dict(os.environ)
     env.update(extra)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"  # the log shows progress as it happens
     if gpus is not None:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the same numbering as nvidia-smi's

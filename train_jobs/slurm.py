@@ -73,8 +73,9 @@ class SlurmLauncher:
                  "# Written by the CFT-CLIP Studio (train_jobs.slurm); runs one seed of an experiment."]
         lines += [f"module load {shlex.quote(m)}" for m in s.modules]
         lines += list(s.setup)
+        passed = [name for name in ("PYTHONPATH",) if name in exports]  # only when the studio itself runs with one
         lines += [f"export {name}={shlex.quote(exports[name])}"
-                  for name in ("PYTHONPATH", "PYTHONUNBUFFERED", *sorted(spec.env))]
+                  for name in (*passed, "PYTHONUNBUFFERED", *sorted(spec.env))]
         job = ["srun", "--kill-on-bad-exit=1", s.python, "-m", module, *args]
         lines.append(shlex.join(["exec", s.python, "-m", "train_jobs.wrap", str(spec.run_dir), "--", *job]))
         return "\n".join(lines) + "\n"

@@ -67,7 +67,13 @@ def no_job_left(e2e_db: sessionmaker[Session]):  # noqa: ANN201
                 procs.signal_group(run.pid, run.pid_started, signal.SIGKILL)
 
 
+def settled(page: Page) -> None:
+    """No rerun is redrawing the page: a widget moved by it would otherwise show twice for a moment."""
+    expect(page.locator("[data-stale=true]")).to_have_count(0)
+
+
 def choose(page: Page, label: str, option: str | re.Pattern[str]) -> None:
+    settled(page)
     expect(page.get_by_role("combobox", name=label)).to_have_count(1)  # not while a rerun redraws it
     page.get_by_role("combobox", name=label).click()
     page.get_by_role("option", name=option).click()
@@ -75,6 +81,7 @@ def choose(page: Page, label: str, option: str | re.Pattern[str]) -> None:
 
 
 def type_into(page: Page, label: str, value: str) -> None:
+    settled(page)
     field = page.get_by_label(label, exact=True)
     expect(field).to_have_count(1)  # not while a rerun redraws it
     field.fill(value)
@@ -139,6 +146,8 @@ def test_two_five_seed_experiments_survive_an_app_restart_and_finish_with_metric
     choose(page, "Training dataset", DATASET)
     choose(page, "Evaluation dataset (labelled)", DATASET)
     choose(page, "Base model", re.compile("^tiny-demo: "))
+    # Its rerun puts a note under the picker, which moves the fields below: type into them after it.
+    expect(page.get_by_text("Freezing fitted to the model: tiny-demo has 2 text and 2 vision layers")).to_be_visible()
     expect(page.get_by_label("lr", exact=True)).to_have_value("0.0001")  # the paper's, pre-filled
     for field, value in SMALL.items():
         type_into(page, field, value)
