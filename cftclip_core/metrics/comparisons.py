@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from cftclip_core.errors import EvaluationError
 from cftclip_core.metrics.counts import Grouped, metrics_from_counts, percentile_interval, resample_chunks
@@ -57,6 +56,8 @@ def aggregate_seeds(values: Sequence[float], confidence: float = 0.95) -> SeedSu
     if n < 2:
         return SeedSummary(n, mean, math.nan, math.nan, math.nan, confidence)
     std = float(arr.std(ddof=1))
+    from scipy import stats  # scipy.stats takes a second to import: only where an interval is computed
+
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
     return SeedSummary(n, mean, std, mean - half, mean + half, confidence)
 
@@ -97,6 +98,8 @@ def paired_seed_test(
         t_stat = p_value = math.nan
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
+            from scipy import stats
+
             result = stats.ttest_rel(a, b)
         t_stat, p_value = float(result.statistic), float(result.pvalue)
     return PairedSeedTest(
