@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from cftclip_core import fetch as fetch_module
-from cftclip_core.errors import FetchError, MediaMissingError
+from cftclip_core.errors import FetchError, MediaMissingError, StorageError
 from cftclip_core.fetch import fetch_image, fetch_many
 from cftclip_core.media_store import MediaStore
 
@@ -369,7 +369,7 @@ def test_malformed_url_is_reported_without_stopping_the_batch(server: Server, st
     assert list(report.errors) == [bad] and "malformed" in str(report.errors[bad])
 
 
-def test_storage_failure_is_reported_per_url(
+def test_a_full_disk_ends_the_batch_with_one_message(
     monkeypatch: pytest.MonkeyPatch, server: Server, store: MediaStore
 ) -> None:
     def disk_full(*args, **kwargs):
@@ -377,8 +377,7 @@ def test_storage_failure_is_reported_per_url(
 
     # Every temporary file fails: the media store's writes and the URL index's.
     monkeypatch.setattr(fetch_module.tempfile, "mkstemp", disk_full)
-    url = server.url("/img.png")
-    report = fetch_many([url, server.url("/other.png")], store, allow_private=True)
-    assert report.stored == {} and len(report.errors) == 2
-    message = str(report.errors[url])
-    assert "No space left on device" in message and "media store" in message
+    with pytest.raises(StorageError, match="the disk is full") as full:
+        fetch_many([server.url("/img.png"), server.url("/other.png")], store, allow_private=True)
+    assert "media store" in str(full.value) and "Free some space" in str(full.value)
+    assert not any(p.is_file() for p in store.root.rglob("*"))

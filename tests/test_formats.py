@@ -112,7 +112,7 @@ def test_wrong_types_in_jsonl_are_reported(tmp_path: Path) -> None:
 def test_broken_jsonl_line_is_named(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps(GOOD) + "\n{not json\n")
-    with pytest.raises(DataError, match="line 2 is not valid JSON"):
+    with pytest.raises(DataError, match="line 2, column 2 is not valid JSON"):
         read_table(path)
 
 
