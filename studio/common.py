@@ -173,8 +173,9 @@ def sync_sign_in_cookie() -> None:
     else:
         return
     cookie = json.dumps(f"{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age}; SameSite=Strict")
-    st.html(f'<script>document.cookie = {cookie} + (location.protocol === "https:" ? "; Secure" : "");</script>',
-            unsafe_allow_javascript=True)
+    where = st.sidebar if action == "set" else st  # signed in: with the other sign-in controls, out of the page
+    where.html(f'<script>document.cookie = {cookie} + (location.protocol === "https:" ? "; Secure" : "");</script>',
+               unsafe_allow_javascript=True)
 
 
 def give_back_leases(user_id: int, *, signing_out: bool = False) -> None:
