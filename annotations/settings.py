@@ -16,9 +16,9 @@ member may be compressed more than ``CFTCLIP_ZIP_MAX_RATIO`` to 1 (1000).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -93,7 +93,7 @@ class Settings:
     zip_min_unpacked_bytes: int = ZIP_MIN_UNPACKED_BYTES  # ...and a small one always to this much
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         values = os.environ if env is None else env
         return cls(
             instance_dir=instance_dir(env),
@@ -124,14 +124,14 @@ class Settings:
         return resolved
 
     @classmethod
-    def for_instance(cls, folder: str | Path, database_url: str | None = None) -> "Settings":
+    def for_instance(cls, folder: str | Path, database_url: str | None = None) -> Settings:
         """Settings for an explicit folder (tests, scripts), ignoring the environment."""
         env = {INSTANCE_ENV: str(folder)}
         if database_url:
             env[DATABASE_URL_ENV] = database_url
         return cls.from_env(env)
 
-    def ensure(self) -> "Settings":
+    def ensure(self) -> Settings:
         """Create the instance folders (and a SQLite file's folder); returns self."""
         for folder in (self.instance_dir, self.media_dir, self.cache_dir, self.models_dir):
             folder.mkdir(parents=True, exist_ok=True)

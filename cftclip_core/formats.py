@@ -13,7 +13,6 @@ the bad rows are listed in ``Table.skipped`` (and, where they still name an imag
 from __future__ import annotations
 
 import json
-import logging
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -25,8 +24,6 @@ import pandas as pd
 
 from cftclip_core.errors import DataError
 from cftclip_core.specs.training import TEXT_FIELDS
-
-log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("id", "image", "title", "summary")
 OPTIONAL_COLUMNS = ("label", "split")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from sqlalchemy.orm import Session, sessionmaker
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
-from sqlalchemy.orm import Session, sessionmaker
 
 from annotations.db import make_engine, session_factory, upgrade
 from annotations.importer import ensure_demo_dataset
@@ -138,7 +138,7 @@ def current_user() -> User | None:
     token = st.session_state.get(SESSION_PARAM)
     cookie = st.context.cookies.get(SESSION_COOKIE)
     cookie = cookie if isinstance(cookie, str) else None  # (AppTest has no browser: its cookies are stand-ins)
-    if not token and not st.session_state.get(COOKIE_ACTION) == "clear":  # a tab that signed out ignores the cookie
+    if not token and st.session_state.get(COOKIE_ACTION) != "clear":  # a tab that signed out ignores the cookie
         token = cookie
     if not token:
         return None
