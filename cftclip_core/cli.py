@@ -20,6 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from cftclip_core import counterfactuals as cf
+from cftclip_core.counterfactuals import recipe as cf_recipe
 from cftclip_core import models, synthetic
 from cftclip_core.embedding_cache import EmbeddingCache
 from cftclip_core.distributed import ranks_from_environment, shutdown
@@ -32,6 +33,8 @@ from cftclip_core.instance import instance_dir
 from cftclip_core.media_store import MediaStore
 from cftclip_core.scoring import PRECISIONS, ScoreOptions
 from cftclip_core.table_images import check_table_images
+from cftclip_core.specs import counterfactuals as cf_spec
+from cftclip_core.specs.replication import REPLICATE_ORIGINAL, THRESHOLD_SOURCES, check_threshold_from
 from cftclip_core.specs.training import TrainConfig, as_text
 from cftclip_core.training import train
 
@@ -125,26 +128,46 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--overwrite", action="store_true")
     synth.set_defaults(run=run_synthetic)
 
-    counter = commands.add_parser("counterfactual", help="add counterfactual texts (PERSON names replaced) to a table")
+    counter = commands.add_parser(
+        "counterfactual", help="add counterfactual texts (PERSON names replaced) to a table",
+        description="By default the paper's recipe (spaCy en_core_web_trf PERSON tagger, bert-base-uncased infiller "
+                    "at temperature 2.0, CLIP filter with the training model, up to 10 tries) when its models are on "
+                    "this machine; otherwise the offline recipe (rule-based or known-names tagger, name swap), saying "
+                    "which model is missing. Component flags override the recipe's choices.")
     counter.add_argument("--data", required=True, type=Path, help="table file (.csv, .jsonl, .parquet)")
-    counter.add_argument("--out", required=True, type=Path, help="table to write, with the counterfactual columns")
+    counter.add_argument("--out", required=True, type=Path,
+                         help="table to write, with the counterfactual columns (and OUT.recipe.json beside it)")
     counter.add_argument("--text", choices=TEXT_FIELDS, default="summary", help="text field (default: summary)")
-    counter.add_argument("--tagger", default="auto",
-                         help="rule, names:FILE (one name a line, or a synthetic world.json), spacy[:MODEL], "
-                              "hf:MODEL, or auto: the world's names when world.json sits beside the table, "
-                              "else rule (default: auto)")
-    counter.add_argument("--infiller", default="swap",
-                         help="swap (another PERSON name of the corpus) or mlm[:MODEL] (masked LM, default "
-                              f"{cf.DEFAULT_MLM}) (default: swap)")
-    counter.add_argument("--temperature", type=float, default=2.0, help="masked-LM sampling temperature (the paper: 2.0)")
-    counter.add_argument("--max-tries", type=int, default=10)
+    counter.add_argument("--recipe", choices=cf_spec.RECIPES, default=None,
+                         help="paper or offline (default: paper when its models are on this machine, else offline)")
+    counter.add_argument("--tagger", default=None,
+                         help="rule, names:FILE (one name a line, or a synthetic world.json), spacy[:PIPELINE], "
+                              "hf:MODEL, or auto: the world's names when world.json sits beside the table, else rule "
+                              "(default: the recipe's)")
+    counter.add_argument("--infiller", default=None,
+                         help=f"swap (another PERSON name of the corpus) or mlm[:MODEL] (masked LM, default "
+                              f"{cf_spec.PAPER_MLM}) (default: the recipe's)")
+    counter.add_argument("--temperature", type=float, default=None,
+                         help=f"masked-LM sampling temperature (the paper: {cf_spec.PAPER_TEMPERATURE:g})")
+    counter.add_argument("--max-tries", type=int, default=None, help=f"(the paper: {cf_spec.PAPER_MAX_TRIES})")
     counter.add_argument("--per-text", type=int, default=1, help="counterfactuals to keep per text")
-    counter.add_argument("--budget", type=float, default=0.3, help="largest fraction of a text masked (the paper: 0.3)")
+    counter.add_argument("--budget", type=float, default=cf_spec.PAPER_BUDGET,
+                         help="largest fraction of a text masked (the paper: 0.3)")
     counter.add_argument("--seed", type=int, default=0)
-    counter.add_argument("--model", default="none",
-                         help="model for the CLIP filter (keep a candidate only if it scores lower than the "
-                              "original), or none to keep the first differing candidate (default: none)")
+    counter.add_argument("--model", default=None,
+                         help="model for the CLIP filter (keep a candidate only if it scores lower than the original): "
+                              "the model you will train; none keeps the first differing candidate (default: "
+                              f"{models.DEFAULT_MODEL} for the paper's recipe, none for the offline one)")
+    counter.add_argument("--vocabulary", choices=cf_spec.VOCABULARIES, default=None,
+                         help="what the masked LM may sample: whole-words (default) or any piece (the original code)")
+    counter.add_argument("--long-texts", choices=cf_spec.LONG_TEXTS, default=None,
+                         help="texts over the filter model's token window: truncate (default; changes the model "
+                              "cannot see are never kept) or drop (status too_long, the original code)")
+    counter.add_argument("--replicate-original", action="store_true",
+                         help="the released code's choices: any vocabulary piece, long texts dropped")
     counter.add_argument("--device", default=None, help="torch device for the models (default: cuda if available)")
+    counter.add_argument("--trust-pickle", action="store_true",
+                         help="allow reading a pickled DataFrame (runs code from the file: only for your own files)")
     counter.set_defaults(run=run_counterfactual)
 
     trainer = commands.add_parser(
@@ -261,102 +284,63 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
 
 def run_counterfactual(args: argparse.Namespace) -> int:
-    table = read_table(args.data)
-    tagger = _tagger(args.tagger, table, args.device)
+    options = _counterfactual_options(args)
+    table = read_table(args.data, allow_pickle=args.trust_pickle)
+    plan = cf.plan_recipe(args.recipe, {"tagger": args.tagger, "infiller": args.infiller,
+                                        "temperature": args.temperature, "filter_model": args.model,
+                                        "max_tries": args.max_tries})
+    if plan.fallback:
+        print(f"warning: using the offline recipe, not the paper's: {plan.fallback}", file=sys.stderr)
+    parts = plan.components
+    tagger = cf.build_tagger(parts.tagger, table.base_dir, args.device)
     texts = [r.text(args.text) for r in table.records]
-    infiller = _infiller(args.infiller, tagger, texts, args.temperature, args.device)
-    scorer = None
-    if args.model.lower() != "none":
-        loaded = models.load_model(args.model, cache_dir=instance_dir() / "models",
+    infiller = cf.build_infiller(parts.infiller, tagger, texts, temperature=parts.temperature,
+                                 vocabulary=options["vocabulary"], device=args.device)
+    scorer, window = None, None
+    if parts.filter_model != cf_recipe.NO_FILTER:
+        loaded = models.load_model(parts.filter_model, cache_dir=instance_dir() / "models",
                                    device=args.device or _default_device())
         if loaded.is_tiny:
             print(f"note: '{loaded.name}' has random weights; its filter decisions carry no meaning.", file=sys.stderr)
-        scorer = ModelScorer(loaded, table)
+        scorer = cf.ClipFilter(loaded, {r.image: table.image_path(r) for r in table.records})
+        window = cf.TokenWindow.of(loaded)
+    is_mlm = parts.infiller.startswith("mlm")
+    recipe = cf.Recipe(
+        name=plan.name, tagger=cf.name_of(tagger), infiller=cf.name_of(infiller),
+        temperature=parts.temperature if is_mlm else None,
+        filter_model=None if scorer is None else parts.filter_model, max_tries=parts.max_tries,
+        per_text=args.per_text, seed=args.seed, budget=args.budget, entity_labels=("PERSON",),
+        vocabulary=options["vocabulary"] if is_mlm else "names", long_texts=options["long_texts"],
+        text_field=args.text, window=None if window is None else window.max_tokens, fallback=plan.fallback,
+        versions=cf_recipe.versions(tagger))
     with tqdm(total=len(table.records), desc="counterfactuals", unit="text") as bar:
         records = cf.counterfactual_table(
-            table.records, args.text, tagger, infiller, scorer=scorer, max_tries=args.max_tries,
-            per_text=args.per_text, seed=args.seed, budget=args.budget,
-            progress=lambda done, total: bar.update(done - bar.n))
+            table.records, args.text, tagger, infiller, recipe=recipe, scorer=scorer, max_tries=parts.max_tries,
+            per_text=args.per_text, seed=args.seed, budget=args.budget, window=window,
+            long_texts=options["long_texts"], progress=lambda done, total: bar.update(done - bar.n))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_table(records, args.out)
-    counts = {status: sum(r.extra["cf_status"] == status for r in records) for status in cf.STATUSES}
-    print(f"counterfactuals for {len(records)} texts ({_component(tagger)}, {_component(infiller)}, "
-          f"filter {'none' if scorer is None else args.model}, seed {args.seed}): "
-          + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    if counts["no_person"]:
-        print(f"note: {counts['no_person']} text(s) name no PERSON and have no counterfactual; training skips them.",
-              file=sys.stderr)
-    print(f"wrote {args.out}")
+    counts = {status: sum(r.extra[cf_spec.STATUS_COLUMN] == status for r in records) for status in cf.STATUSES}
+    sidecar = cf_spec.write_sidecar(args.out, recipe, counts)
+    print(f"recipe {recipe.summary()}")
+    print(f"counterfactuals for {len(records)} texts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for status, why in (("no_person", "name no PERSON"), ("too_long", "are longer than the model's token window"),
+                        ("beyond_window", "change only past the model's token window")):
+        if counts[status]:
+            print(f"note: {counts[status]} text(s) {why} and have no counterfactual; training skips them.",
+                  file=sys.stderr)
+    print(f"wrote {args.out} (recipe record {sidecar})")
     return 0
 
 
-def _component(component: object) -> str:
-    return str(getattr(component, "name", type(component).__name__))
-
-
-def _tagger(spec: str, table: Table, device: str | None) -> cf.EntityTagger:
-    kind, _, value = spec.partition(":")
-    if kind == "auto" and not value:
-        names = _world_names(table.base_dir / "world.json")
-        return cf.KnownNamesTagger(names) if names else cf.RuleBasedPersonTagger()
-    if kind == "rule" and not value:
-        return cf.RuleBasedPersonTagger()
-    if kind == "names" and value:
-        return cf.KnownNamesTagger(_names_file(Path(value)))
-    if kind == "spacy":
-        return cf.SpacyTagger(value or "en_core_web_trf")
-    if kind == "hf" and value:
-        return cf.HFTokenClassificationTagger(value, device=device)
-    raise ConfigError(f"--tagger '{spec}' is not known; use rule, names:FILE, spacy[:MODEL], hf:MODEL or auto.")
-
-
-def _world_names(path: Path) -> list[str] | None:
-    return synthetic.load_world(path).names if path.is_file() else None
-
-
-def _names_file(path: Path) -> list[str]:
-    if not path.is_file():
-        raise ConfigError(f"No names file at '{path}'; give a text file with one name a line, or a world.json.")
-    if path.suffix == ".json":
-        return synthetic.load_world(path).names
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _infiller(spec: str, tagger: cf.EntityTagger, texts: Sequence[str], temperature: float,
-              device: str | None) -> cf.Infiller:
-    kind, _, value = spec.partition(":")
-    if kind == "swap" and not value:
-        pool = tagger.names if isinstance(tagger, cf.KnownNamesTagger) else cf.collect_names(texts, tagger)
-        return cf.EntitySwapInfiller(pool)
-    if kind == "mlm":
-        return cf.MaskedLMInfiller(value or cf.DEFAULT_MLM, temperature=temperature, device=device)
-    raise ConfigError(f"--infiller '{spec}' is not known; use swap or mlm[:MODEL].")
-
-
-class ModelScorer:
-    """The CLIP filter's scorer: cosine similarity of a record's image with each text under ``loaded``."""
-
-    def __init__(self, loaded: models.LoadedModel, table: Table) -> None:
-        self.loaded = loaded
-        self.paths = {r.image: table.image_path(r) for r in table.records}
-        self._images: dict[str, Any] = {}
-
-    def __call__(self, key: str, texts: Sequence[str]) -> list[float]:
-        import torch
-
-        loaded = self.loaded
-        with torch.inference_mode():
-            if key not in self._images:
-                crop = resize_and_crop(load_image(self.paths[key]), loaded.preprocess)
-                pixels = normalize(torch.from_numpy(crop[None]).to(loaded.device), loaded.preprocess)
-                image = loaded.model.get_image_features(pixel_values=pixels).pooler_output
-                self._images[key] = torch.nn.functional.normalize(image.float(), dim=-1)[0]
-            enc = loaded.tokenizer(list(texts), padding=True, truncation=True, max_length=loaded.max_text_tokens,
-                                   return_tensors="pt")
-            text = loaded.model.get_text_features(input_ids=enc["input_ids"].to(loaded.device),
-                                                  attention_mask=enc["attention_mask"].to(loaded.device)).pooler_output
-            text = torch.nn.functional.normalize(text.float(), dim=-1)
-            return (text @ self._images[key]).cpu().tolist()
+def _counterfactual_options(args: argparse.Namespace) -> dict[str, str]:
+    """vocabulary and long_texts: the flags, else the preset's, else the product's defaults."""
+    given = {name: value for name, value in (("vocabulary", args.vocabulary), ("long_texts", args.long_texts))
+             if value is not None}
+    if args.replicate_original:
+        REPLICATE_ORIGINAL.check(given)
+        return {**REPLICATE_ORIGINAL.counterfactual, **given}  # type: ignore[dict-item]
+    return {"vocabulary": "whole-words", "long_texts": "truncate", **given}
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:

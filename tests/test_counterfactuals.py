@@ -189,7 +189,8 @@ def test_statuses_for_no_person_over_budget_and_empty_text() -> None:
     assert [r.status for r in results] == ["no_person", "over_budget", "empty_text", "ok"]
     assert [r.id for r in results] == ["0", "1", "2", "3"]
     assert results[1].entities[0].text == "Bartholomew Fitzgerald" and results[1].masked == ()
-    assert status_counts(results) == {"ok": 1, "no_person": 1, "over_budget": 1, "filter_failed": 0, "empty_text": 1}
+    assert status_counts(results) == {"ok": 1, "no_person": 1, "over_budget": 1, "filter_failed": 0, "empty_text": 1,
+                                      "too_long": 0, "beyond_window": 0}
     assert list(status_counts([])) == list(STATUSES)
 
 
