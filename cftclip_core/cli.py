@@ -13,29 +13,28 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from cftclip_core import counterfactuals as cf
-from cftclip_core.counterfactuals import recipe as cf_recipe
 from cftclip_core import models, synthetic
-from cftclip_core.embedding_cache import EmbeddingCache
+from cftclip_core.counterfactuals import recipe as cf_recipe
 from cftclip_core.distributed import ranks_from_environment, shutdown
-from cftclip_core.evaluation import check_evaluable, evaluate_checkpoint, evaluate_scores, read_scores, score_records
-from cftclip_core.heartbeat import Heartbeat
+from cftclip_core.embedding_cache import EmbeddingCache
 from cftclip_core.errors import CftClipError, ConfigError, DataError
-from cftclip_core.formats import TEXT_FIELDS, Table, problems_message, read_table, write_table
-from cftclip_core.images import PixelCache, load_image, normalize, resize_and_crop
+from cftclip_core.evaluation import check_evaluable, evaluate_checkpoint, evaluate_scores, read_scores, score_records
+from cftclip_core.formats import TEXT_FIELDS, problems_message, read_table, write_table
+from cftclip_core.heartbeat import Heartbeat
+from cftclip_core.images import PixelCache
 from cftclip_core.instance import instance_dir
 from cftclip_core.media_store import MediaStore
 from cftclip_core.scoring import PRECISIONS, ScoreOptions
-from cftclip_core.table_images import check_table_images
 from cftclip_core.specs import counterfactuals as cf_spec
-from cftclip_core.specs.replication import REPLICATE_ORIGINAL, THRESHOLD_SOURCES, check_threshold_from
+from cftclip_core.specs.replication import REPLICATE_ORIGINAL
 from cftclip_core.specs.training import TrainConfig, as_text
+from cftclip_core.table_images import check_table_images
 from cftclip_core.training import train
 
 log = logging.getLogger("cftclip_core")
@@ -419,7 +418,7 @@ def _default_device() -> str:
 class _ProgressBars:
     """One tqdm bar per scoring stage."""
 
-    def __enter__(self) -> "_ProgressBars":
+    def __enter__(self) -> _ProgressBars:
         self.bars: dict[str, tqdm] = {}
         return self
 

@@ -200,7 +200,7 @@ def test_snapshots_are_the_weights_of_one_run_at_each_listed_step(tiny_model_dir
 
 def test_early_stopping_when_validation_cannot_improve(tiny_model_dir, synthetic_tables, tmp_path, monkeypatch) -> None:
     values = iter([1.0, 1.5, 2.0, 2.5, 3.0])
-    monkeypatch.setattr(training, "validation_loss", lambda *args: next(values))
+    monkeypatch.setattr(training.loop, "validation_loss", lambda *args: next(values))
     config = small_config(tiny_model_dir, max_steps=None, val_every_steps=1, patience=1, max_epochs=5)
     result = train(config, *synthetic_tables, tmp_path / "run")
     assert result.stopped_early and result.steps == 2 and result.best_val_loss == 1.0

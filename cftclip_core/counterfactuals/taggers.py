@@ -12,7 +12,6 @@ from cftclip_core.counterfactuals.loading import PAPER_REQUIREMENTS, check_model
 from cftclip_core.errors import ConfigError, ModelError
 from cftclip_core.specs.counterfactuals import PAPER_SPACY_PIPELINE
 
-
 _WORD = re.compile(r"(?P<initial>\b[A-Z]\.)|(?P<word>[^\W\d_]+(?:[-'’][^\W\d_]+)*)")
 _POSSESSIVE = re.compile(r"['’]s$")
 _PARTICLE_PREFIX = re.compile(r"^(?:al|el|bin|ibn|de|da|di|du|le|la|van|von)[-'’][A-Z][a-z]")  # "al-Assad"
