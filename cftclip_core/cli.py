@@ -24,7 +24,14 @@ from cftclip_core.counterfactuals import recipe as cf_recipe
 from cftclip_core.distributed import ranks_from_environment, shutdown
 from cftclip_core.embedding_cache import EmbeddingCache
 from cftclip_core.errors import CftClipError, ConfigError, DataError
-from cftclip_core.evaluation import check_evaluable, evaluate_checkpoint, evaluate_scores, read_scores, score_records
+from cftclip_core.evaluation import (
+    check_evaluable,
+    check_threshold_source,
+    evaluate_checkpoint,
+    evaluate_scores,
+    read_scores,
+    score_records,
+)
 from cftclip_core.formats import TEXT_FIELDS, problems_message, read_table, write_table
 from cftclip_core.heartbeat import Heartbeat
 from cftclip_core.images import PixelCache
@@ -32,7 +39,7 @@ from cftclip_core.instance import instance_dir
 from cftclip_core.media_store import MediaStore
 from cftclip_core.scoring import PRECISIONS, ScoreOptions
 from cftclip_core.specs import counterfactuals as cf_spec
-from cftclip_core.specs.replication import REPLICATE_ORIGINAL
+from cftclip_core.specs.replication import REPLICATE_ORIGINAL, THRESHOLD_SOURCES, resolve_threshold_from
 from cftclip_core.specs.training import TrainConfig, as_text
 from cftclip_core.table_images import check_table_images
 from cftclip_core.training import train
@@ -69,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--text", choices=TEXT_FIELDS, default="summary", help="text field to score (default: summary)")
     score.add_argument("--out", required=True, type=Path, help="scores file to write (.csv)")
     score.add_argument("--batch-size", type=int, default=64)
-    score.add_argument("--precision", choices=PRECISIONS, default="auto")
+    score.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="fp32 (default), bf16, or auto (bf16 where the device supports it)")
     score.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     score.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     score.add_argument("--skip-bad-rows", action="store_true",
@@ -85,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", default="val-median",
                           help="val-median, f1-optimal, or a number (default: %(default)s)")
     evaluate.add_argument("--val", type=Path, default=None,
-                          help="scores file for choosing the threshold (default: rows of --scores whose split is 'val')")
+                          help="scores of the training run's validation pairs, for choosing the threshold "
+                               "(--threshold-from train-val)")
+    evaluate.add_argument("--threshold-from", choices=THRESHOLD_SOURCES, default=None,
+                          help="where the threshold is chosen: train-val (the scores in --val: the training run's "
+                               "validation pairs, as the original code) or eval-val (the rows of --scores whose split "
+                               "is --val-split) (default: train-val with --val, else eval-val)")
     evaluate.add_argument("--val-split", default="val")
     evaluate.add_argument("--test-split", default=None,
                           help="evaluate only rows of this split (default: every row not used for validation)")
@@ -181,13 +194,23 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--eval", type=Path, default=None,
                          help="labelled table to score with the best model after training (writes RUN/eval/)")
     trainer.add_argument("--threshold", default="val-median",
-                         help="threshold for --eval: val-median, f1-optimal or a number (default: val-median, from "
-                              "the eval table's 'val' rows, else from --val)")
+                         help="threshold for --eval: val-median, f1-optimal or a number (default: val-median)")
+    trainer.add_argument("--threshold-from", choices=THRESHOLD_SOURCES, default=None,
+                         help="where --eval's threshold is chosen: train-val (the --val pairs, as the original code) "
+                              "or eval-val (the eval table's 'val' rows) (default: train-val for val-median, "
+                              "eval-val for f1-optimal)")
+    trainer.add_argument("--eval-precision", choices=PRECISIONS, default=None,
+                         help="precision of --eval's scoring (default: fp32)")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flags = [f"--{f.name.replace('_', '-')}", *TRAIN_FLAG_ALIASES.get(f.name, [])]
+        switch = {"nargs": "?", "const": "true"} if str(f.type).startswith("bool") else {}  # --flag alone: true
         trainer.add_argument(*flags, dest=f"cfg_{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(),
-                             help=f"{f.name} (default: {as_text(getattr(defaults, f.name)) or 'none'})")
+                             help=f"{f.name} (default: {as_text(getattr(defaults, f.name)) or 'none'})"
+                             + (f"; {REPLICATE_ORIGINAL.flag} alone: the released code's choices "
+                                f"({', '.join(f'{k}={as_text(v)}' for k, v in REPLICATE_ORIGINAL.train.items())}, "
+                                f"threshold from {REPLICATE_ORIGINAL.threshold_from}, fp32 scoring)"
+                                if f.name == "replicate_original" else ""), **switch)
     trainer.set_defaults(run=run_train)
     return parser
 
@@ -230,11 +253,19 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    threshold = _threshold_arg(args.threshold)
+    source = args.threshold_from or ("train-val" if args.val is not None else "eval-val")
+    if source == "train-val" and args.val is None:
+        raise ConfigError("--threshold-from train-val takes the threshold from the training run's validation pairs: "
+                          "give their scores with --val FILE (score them with 'score').")
+    if source == "eval-val" and args.val is not None:
+        raise ConfigError("--val gives the training run's validation scores, but --threshold-from eval-val takes the "
+                          "threshold from the rows of --scores; drop one of them.")
     scores = read_scores(args.scores)
-    result = evaluate_scores(scores, _threshold_arg(args.threshold),
-                             val=read_scores(args.val) if args.val is not None else None,
+    result = evaluate_scores(scores, threshold, val=read_scores(args.val) if args.val is not None else None,
                              val_split=args.val_split, test_split=args.test_split, n_bootstrap=args.bootstrap,
-                             seed=args.seed, source=str(args.scores))
+                             seed=args.seed, source=str(args.scores),
+                             threshold_from=source if isinstance(threshold, str) else None)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
@@ -363,8 +394,15 @@ def run_train(args: argparse.Namespace) -> int:
     ranks = ranks_from_environment()
     train_table, val_table = read_table(args.train), read_table(args.val)
     eval_table = read_table(args.eval) if args.eval is not None else None
+    threshold = _threshold_arg(args.threshold)
+    threshold_from = resolve_threshold_from(threshold, args.threshold_from, replicate=config.replicate_original)
+    eval_precision = args.eval_precision or REPLICATE_ORIGINAL.scoring_precision or "fp32"
+    if config.replicate_original and eval_precision != REPLICATE_ORIGINAL.scoring_precision:
+        raise ConfigError(f"--eval-precision {eval_precision} contradicts {REPLICATE_ORIGINAL.label}, which scores in "
+                          f"{REPLICATE_ORIGINAL.scoring_precision}; leave it out or drop the preset.")
     if eval_table is not None:
         check_evaluable(eval_table, str(args.eval))
+        check_threshold_source(eval_table, threshold, threshold_from, val_table)
     beat = Heartbeat(args.out, enabled=ranks.is_main).start()  # alive while loading, training and evaluating
     stop_requested = threading.Event()
     handles_signal = threading.current_thread() is threading.main_thread()  # only there can Python set handlers
@@ -372,6 +410,8 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, train_table, val_table, args.out, stop=stop_requested.is_set, resume=args.resume,
                        log=_print_record, ranks=ranks, heartbeat=beat)
+        if ranks.is_main:
+            print(_data_line(result.data), flush=True)
         if result.interrupted:
             print(f"stopped by SIGTERM at step {result.steps}; resume with the same command plus --resume "
                   f"(checkpoint {result.last_dir})", flush=True)
@@ -379,11 +419,13 @@ def run_train(args: argparse.Namespace) -> int:
         if eval_table is not None and ranks.is_main:
             beat.beat(phase="evaluating")
             report = evaluate_checkpoint(result.best_dir, eval_table, Path(args.out) / "eval",
-                                         text_field=config.text_field, threshold=_threshold_arg(args.threshold),
-                                         val_table=val_table, device=config.device, seed=config.seed)
+                                         text_field=config.text_field, threshold=threshold,
+                                         threshold_from=threshold_from, val_table=val_table, device=config.device,
+                                         precision=eval_precision, seed=config.seed)
             f1 = report["metrics"]["f1"]["value"]
+            where = f" from {threshold_from}" if threshold_from else ""
             print(f"evaluation on {args.eval}: F1 {f1 if f1 is None else round(f1, 4)} at threshold "
-                  f"{report['threshold']['value']:.4f} ({report['threshold']['strategy']}); "
+                  f"{report['threshold']['value']:.4f} ({report['threshold']['strategy']}{where}, {eval_precision}); "
                   f"wrote {Path(args.out) / 'eval'}", flush=True)
     except BaseException:
         beat.beat(phase="failed")
@@ -398,6 +440,19 @@ def run_train(args: argparse.Namespace) -> int:
                           "stopped_early": result.stopped_early}), flush=True)
         print(f"best checkpoint: {result.best_dir}", flush=True)
     return 0
+
+
+def _data_line(data: dict[str, Any]) -> str:
+    """What trained, in one line: items used, left out and why, texts cut to the window."""
+    parts = []
+    for name in ("train", "val"):
+        report = data.get(name) or {}
+        dropped = ", ".join(f"{reason} {n}" for reason, n in report.get("dropped", {}).items())
+        parts.append(f"{name} {report.get('used')} of {report.get('items')} items"
+                     + (f" (left out: {dropped})" if dropped else "")
+                     + (f", {report['truncated']} cut to the token window" if report.get("truncated") else ""))
+    subset = (data.get("train") or {}).get("subset", "")
+    return "data: " + "; ".join(parts) + (f"; item subset {subset}" if subset else "")
 
 
 def _print_record(record: dict[str, Any]) -> None:

@@ -68,3 +68,15 @@ def check_threshold_from(value: str, *, replicate: bool = False) -> str:
         raise ConfigError(f"threshold_from={value!r} contradicts {REPLICATE_ORIGINAL.label}, which takes the threshold "
                           f"from {REPLICATE_ORIGINAL.threshold_from}; leave it out or drop the preset.")
     return value
+
+
+def resolve_threshold_from(threshold: str | float, given: str | None, *, replicate: bool = False) -> str | None:
+    """Where the threshold is chosen: ``given`` (checked), else the preset's, else ``eval-val`` for the labelled
+    ``f1-optimal`` and ``train-val`` (the original code's source) for ``val-median``; None for a fixed number."""
+    if given is not None:
+        return check_threshold_from(given, replicate=replicate)
+    if replicate:
+        return REPLICATE_ORIGINAL.threshold_from
+    if not isinstance(threshold, str):
+        return None
+    return "eval-val" if threshold == "f1-optimal" else "train-val"

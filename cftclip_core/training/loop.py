@@ -117,7 +117,7 @@ def run_loop(run: Run, *, log: Callable[[dict[str, Any]], None] | None = None,
                     run.beat.beat(phase="stopped")
                     logger.info("Stopped on request after step %d; resumable checkpoint in %s", state.step, last)
                     return TrainResult(out / "best", state.best_loss, state.step, False, interrupted=True,
-                                       last_dir=last)
+                                       last_dir=last, data=run.data)
             if state.stopped_early:
                 break
             if not state.history or state.history[-1]["step"] != state.step:  # epoch end (or max_steps)
@@ -131,7 +131,7 @@ def run_loop(run: Run, *, log: Callable[[dict[str, Any]], None] | None = None,
     _barrier(ranks)
     logger.info("Training stopped after %d steps (%s); best validation loss %.4f at step %d", state.step,
                 "early stop" if state.stopped_early else "end of run", state.best_loss, state.best_step)
-    return TrainResult(out / "best", state.best_loss, state.step, state.stopped_early)
+    return TrainResult(out / "best", state.best_loss, state.step, state.stopped_early, data=run.data)
 
 
 def _step_loss(run: Run, batch: Batch) -> Tensor:

@@ -47,6 +47,7 @@ class TrainResult:
     stopped_early: bool
     interrupted: bool = False  # stopped on request; ``last_dir`` holds a resumable checkpoint
     last_dir: Path | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # what trained: config.json's "data" (items, left out, cut)
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Run:
     val_loader: DataLoader
     total_steps: int
     beat: Heartbeat
+    data: dict[str, Any]
     state: _RunState = field(default_factory=_RunState)
     start_epoch: int = 0
     skip_batches: int = 0
@@ -176,11 +178,12 @@ def setup_run(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s, total_steps))
 
+    record = _run_record(config, precision, device, ranks, checkpointing, report, train_set, val_set, train_table)
     if ranks.is_main:
-        write_json(out / "config.json", _run_record(config, precision, device, ranks, checkpointing, report,
-                                                    train_set, val_set, train_table))
+        write_json(out / "config.json", record)
     run = Run(config, out, ranks, device, precision, loaded, loss_fn, val_loss_fn, step_model, params, optimizer,
-              scheduler, sampler, train_loader, val_loader, total_steps, heartbeat or Heartbeat(out, enabled=False))
+              scheduler, sampler, train_loader, val_loader, total_steps, heartbeat or Heartbeat(out, enabled=False),
+              record["data"])
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
