@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from annotations.models import RUN_STATES, Experiment, Item, TrainRun
+from cftclip_core.specs.counterfactuals import RECIPE_COLUMN, counterfactual_texts
 from cftclip_core.specs.seeds import parse_seeds  # noqa: F401 - the form's seed parser, re-exported for pages
 from cftclip_core.specs.training import TrainConfig, as_text, typed_values  # noqa: F401 - the form's, for pages
 from train_jobs import states
@@ -36,7 +36,6 @@ RECENT_STEPS = 20  # step records the pace (and so the ETA) is averaged over
 NOT_ON_FORM = ("seed", "pixel_cache_dir", "snapshot_steps")  # per run, set by the studio, or for the proof
 PROOF_METRICS = ("roc_auc", "f1", "name_accuracy", "context_auc")
 HEADLINE = (("f1", "F1"), ("roc_auc", "ROC-AUC"), ("name_accuracy", "name accuracy"))
-_COUNTERFACTUAL = re.compile(r"^counterfactual(_\d+)?$")
 
 
 # --- the launch form -----------------------------------------------------------------------------------
@@ -55,8 +54,18 @@ def unique_name(session: Session, base: str) -> str:
 def counterfactuals_per_item(session: Session, dataset_id: int) -> int:
     """How many counterfactual texts the dataset's items carry (0: none, which the cft losses cannot train on)."""
     extras = session.scalars(select(Item.extra).where(Item.dataset_id == dataset_id).limit(50))
-    return max((sum(1 for key, value in (extra or {}).items() if _COUNTERFACTUAL.match(key) and value not in
-                    (None, "")) for extra in extras), default=0)
+    return max((len(counterfactual_texts(extra or {})) for extra in extras), default=0)
+
+
+def counterfactual_recipes(session: Session, dataset_id: int) -> list[str]:
+    """The recipes (one line each, from the ``cf_recipe`` column) that made the dataset's counterfactuals,
+    most items first; empty when it has none or they predate the column."""
+    counts: dict[str, int] = {}
+    for extra in session.scalars(select(Item.extra).where(Item.dataset_id == dataset_id)):
+        recipe = (extra or {}).get(RECIPE_COLUMN)
+        if recipe not in (None, ""):
+            counts[str(recipe)] = counts.get(str(recipe), 0) + 1
+    return sorted(counts, key=lambda recipe: -counts[recipe])
 
 
 def own_checkpoints(session: Session) -> dict[str, str]:
