@@ -1,4 +1,4 @@
-"""Command line: ``python -m cftclip_core {score,eval,models,synthetic,counterfactual,train}``.
+"""Command line: ``python -m cftclip_core {score,eval,models,synthetic,counterfactual,convert,train}``.
 
 Runtime files go to the instance folder (``$CFTCLIP_INSTANCE`` or ``./instance``), the same one the
 app uses, so the app and the command line share embedding caches, downloaded media and models.
@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,11 @@ from cftclip_core.evaluation import (
     read_scores,
     score_records,
 )
-from cftclip_core.formats import TEXT_FIELDS, problems_message, read_table, write_table
+from cftclip_core.formats import TEXT_FIELDS, Record, Table, problems_message, read_table, write_table
 from cftclip_core.heartbeat import Heartbeat
 from cftclip_core.images import PixelCache
 from cftclip_core.instance import instance_dir
+from cftclip_core.layouts import LAYOUTS, load_table, parse_mapping
 from cftclip_core.media_store import MediaStore
 from cftclip_core.scoring import PRECISIONS, ScoreOptions
 from cftclip_core.specs import counterfactuals as cf_spec
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow reading a pickled DataFrame (runs code from the file: only for your own files)")
     score.add_argument("--allow-private-urls", action="store_true",
                        help="allow image URLs on private or loopback addresses")
+    add_layout_arguments(score)
     score.set_defaults(run=run_score)
 
     evaluate = commands.add_parser("eval", help="metrics of a scores file at a threshold")
@@ -180,7 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
     counter.add_argument("--device", default=None, help="torch device for the models (default: cuda if available)")
     counter.add_argument("--trust-pickle", action="store_true",
                          help="allow reading a pickled DataFrame (runs code from the file: only for your own files)")
+    add_layout_arguments(counter)
     counter.set_defaults(run=run_counterfactual)
+
+    convert = commands.add_parser("convert", help="write a distributed dataset (NewsTT, a pre-training corpus) as a "
+                                                  "table in the product's layout")
+    convert.add_argument("--data", required=True, type=Path, help="the dataset file (or, for m3ls, its folder)")
+    convert.add_argument("--out", required=True, type=Path,
+                         help="table to write (.csv, .jsonl, .parquet), in the folder of the data's images or above it")
+    convert.add_argument("--skip-bad-rows", action="store_true", help="write the valid rows of a file with errors")
+    convert.add_argument("--trust-pickle", action="store_true",
+                         help="allow reading a pickled DataFrame (runs code from the file: only for your own files)")
+    add_layout_arguments(convert, required=True)
+    convert.set_defaults(run=run_convert)
 
     trainer = commands.add_parser(
         "train", help="fine-tune a CLIP model (the paper's CFT loss by default)",
@@ -215,8 +230,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_layout_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    parser.add_argument("--layout", choices=list(LAYOUTS), default=None, required=required,
+                        help="read a dataset as distributed: " + "; ".join(f"{name}: {layout.description}"
+                                                                           for name, layout in LAYOUTS.items()))
+    parser.add_argument("--map", default=None, metavar="COLUMN=SOURCE,...",
+                        help="with --layout: take a table column from another source column, e.g. image=img_path")
+    parser.add_argument("--images", default=None, metavar="DIR",
+                        help="with --layout: the images' folder, relative to the data's folder (default: the layout's)")
+
+
+def read_layout_table(args: argparse.Namespace, *, skip_bad_rows: bool = False) -> Table:
+    """``args.data`` read in the product's layout or, with ``--layout``, as distributed."""
+    return load_table(args.data, args.layout, mapping=parse_mapping(args.map), image_dir=args.images,
+                      skip_bad_rows=skip_bad_rows, allow_pickle=args.trust_pickle)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    table = read_layout_table(args, skip_bad_rows=args.skip_bad_rows)
+    for problem in table.skipped:
+        print(f"skipped: {problem}", file=sys.stderr)
+    records = relocated(table.records, table.base_dir, args.out)
+    write_table(records, args.out)
+    print(f"wrote {len(records)} items ({args.layout} layout) to {args.out}")
+    return 0
+
+
+def relocated(records: Sequence[Record], base_dir: Path, out: Path) -> list[Record]:
+    """The records with image paths relative to ``out``'s folder, which must be ``base_dir`` or above it."""
+    out_dir = out.resolve().parent
+    if not base_dir.is_relative_to(out_dir):
+        raise ConfigError(f"Write the table in {base_dir} or a folder above it (its image paths start there), "
+                          f"not in {out_dir}.")
+    prefix = base_dir.relative_to(out_dir)
+    return [r if r.image_is_url else dataclasses.replace(r, image=(prefix / r.image).as_posix()) for r in records]
+
+
 def run_score(args: argparse.Namespace) -> int:
-    table = read_table(args.data, skip_bad_rows=args.skip_bad_rows, allow_pickle=args.trust_pickle)
+    table = read_layout_table(args, skip_bad_rows=args.skip_bad_rows)
     for problem in table.skipped:
         print(f"skipped: {problem}", file=sys.stderr)
     root = instance_dir()
@@ -315,7 +366,7 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
 def run_counterfactual(args: argparse.Namespace) -> int:
     options = _counterfactual_options(args)
-    table = read_table(args.data, allow_pickle=args.trust_pickle)
+    table = read_layout_table(args)
     plan = cf.plan_recipe(args.recipe, {"tagger": args.tagger, "infiller": args.infiller,
                                         "temperature": args.temperature, "filter_model": args.model,
                                         "max_tries": args.max_tries})
@@ -349,7 +400,7 @@ def run_counterfactual(args: argparse.Namespace) -> int:
             per_text=args.per_text, seed=args.seed, budget=args.budget, window=window,
             long_texts=options["long_texts"], progress=lambda done, total: bar.update(done - bar.n))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_table(records, args.out)
+    write_table(relocated(records, table.base_dir, args.out), args.out)
     counts = {status: sum(r.extra[cf_spec.STATUS_COLUMN] == status for r in records) for status in cf.STATUSES}
     sidecar = cf_spec.write_sidecar(args.out, recipe, counts)
     print(f"recipe {recipe.summary()}")

@@ -49,7 +49,7 @@ def train_args(synthetic: dict[str, Path], model_dir: Path, out: Path, *extra: s
 # --- counterfactual ------------------------------------------------------------------------------------
 def test_counterfactuals_of_the_synthetic_set_swap_world_names_under_the_clip_filter(
         synthetic, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    out = tmp_path / "cf.csv"
+    out = synthetic["all"].with_name("cf-filtered.csv")
     assert main(["counterfactual", "--data", str(synthetic["all"]), "--out", str(out),
                  "--model", str(tiny_model_dir)]) == 0
     table = pd.read_csv(out, dtype=str, keep_default_na=False)
@@ -69,7 +69,7 @@ def test_names_file_option_and_same_seed_same_counterfactuals(synthetic, tmp_pat
     names_file.write_text("\n".join(world_names) + "\n")
     outs = []
     for name in ("a.csv", "b.csv"):
-        outs.append(tmp_path / name)
+        outs.append(synthetic["all"].parent / name)
         assert main(["counterfactual", "--data", str(synthetic["all"]), "--out", str(outs[-1]),
                      "--tagger", f"names:{names_file}", "--model", "none", "--seed", "3"]) == 0
     first, second = (pd.read_csv(o, dtype=str, keep_default_na=False) for o in outs)
@@ -105,7 +105,7 @@ def test_demo_set_with_the_rule_tagger_counts_texts_without_a_person(tmp_path: P
 ])
 def test_bad_counterfactual_options_exit_2_with_a_message(
         synthetic, tmp_path: Path, capsys, option: str, value: str, message: str) -> None:  # noqa: ANN001
-    out = tmp_path / "cf.csv"
+    out = synthetic["all"].with_name("refused.csv")
     assert main(["counterfactual", "--data", str(synthetic["all"]), "--out", str(out), option, value]) == 2
     assert message in capsys.readouterr().err and not out.exists()
 
