@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler
@@ -202,6 +203,7 @@ def _run_record(config: TrainConfig, precision: str, device: torch.device, ranks
     return {
         **dataclasses.asdict(config), "resolved_precision": precision, "device": str(device),
         "processes": ranks.world_size, "launcher": ranks.launcher, "gradient_checkpointing": checkpointing,
+        "process_group": dist.get_backend() if dist.is_available() and dist.is_initialized() else None,
         "trainable_parameters": report.trainable, "frozen_modules": list(report.frozen_modules),
         "train_items": len(train_set), "val_items": len(val_set),
         "skipped_without_counterfactual": train_set.report.dropped.get("no_counterfactual", 0)
