@@ -115,8 +115,13 @@ def test_clip_filter_at_vit_l14_size(data) -> None:  # noqa: ANN001
     nothing, the shapes, the window and the device handling are what is checked)."""
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-    from cftclip_core.counterfactuals import ClipFilter, EntitySwapInfiller, KnownNamesTagger, TokenWindow
-    from cftclip_core.counterfactuals import generate_counterfactuals
+    from cftclip_core.counterfactuals import (
+        ClipFilter,
+        EntitySwapInfiller,
+        KnownNamesTagger,
+        TokenWindow,
+        generate_counterfactuals,
+    )
     from cftclip_core.images import PreprocessConfig
     from cftclip_core.models import TINY_TOKENIZER_DIR, LoadedModel
     from cftclip_core.synthetic import load_world
