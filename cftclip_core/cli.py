@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from cftclip_core import counterfactuals as cf
 from cftclip_core import models, synthetic
-from cftclip_core.counterfactuals import recipe as cf_recipe
 from cftclip_core.distributed import ranks_from_environment, shutdown
 from cftclip_core.embedding_cache import EmbeddingCache
 from cftclip_core.errors import CftClipError, ConfigError, DataError
@@ -372,39 +371,20 @@ def run_counterfactual(args: argparse.Namespace) -> int:
                                         "max_tries": args.max_tries})
     if plan.fallback:
         print(f"warning: using the offline recipe, not the paper's: {plan.fallback}", file=sys.stderr)
-    parts = plan.components
-    tagger = cf.build_tagger(parts.tagger, table.base_dir, args.device)
-    texts = [r.text(args.text) for r in table.records]
-    infiller = cf.build_infiller(parts.infiller, tagger, texts, temperature=parts.temperature,
-                                 vocabulary=options["vocabulary"], device=args.device)
-    scorer, window = None, None
-    if parts.filter_model != cf_recipe.NO_FILTER:
-        loaded = models.load_model(parts.filter_model, cache_dir=instance_dir() / "models",
-                                   device=args.device or _default_device())
-        if loaded.is_tiny:
-            print(f"note: '{loaded.name}' has random weights; its filter decisions carry no meaning.", file=sys.stderr)
-        scorer = cf.ClipFilter(loaded, {r.image: table.image_path(r) for r in table.records})
-        window = cf.TokenWindow.of(loaded)
-    is_mlm = parts.infiller.startswith("mlm")
-    recipe = cf.Recipe(
-        name=plan.name, tagger=cf.name_of(tagger), infiller=cf.name_of(infiller),
-        temperature=parts.temperature if is_mlm else None,
-        filter_model=None if scorer is None else parts.filter_model, max_tries=parts.max_tries,
-        per_text=args.per_text, seed=args.seed, budget=args.budget, entity_labels=("PERSON",),
-        vocabulary=options["vocabulary"] if is_mlm else "names", long_texts=options["long_texts"],
-        text_field=args.text, window=None if window is None else window.max_tokens, fallback=plan.fallback,
-        versions=cf_recipe.versions(tagger))
     with tqdm(total=len(table.records), desc="counterfactuals", unit="text") as bar:
-        records = cf.counterfactual_table(
-            table.records, args.text, tagger, infiller, recipe=recipe, scorer=scorer, max_tries=parts.max_tries,
-            per_text=args.per_text, seed=args.seed, budget=args.budget, window=window,
-            long_texts=options["long_texts"], progress=lambda done, total: bar.update(done - bar.n))
+        made = cf.make_counterfactuals(
+            table, plan, text_field=args.text, per_text=args.per_text, seed=args.seed, budget=args.budget,
+            vocabulary=options["vocabulary"], long_texts=options["long_texts"], device=args.device,
+            models_dir=instance_dir() / "models", progress=lambda done, total: bar.update(done - bar.n))
+    if made.filter_is_tiny:
+        print(f"note: '{plan.components.filter_model}' has random weights; its filter decisions carry no meaning.",
+              file=sys.stderr)
+    recipe, counts = made.recipe, made.counts
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_table(relocated(records, table.base_dir, args.out), args.out)
-    counts = {status: sum(r.extra[cf_spec.STATUS_COLUMN] == status for r in records) for status in cf.STATUSES}
+    write_table(relocated(made.records, table.base_dir, args.out), args.out)
     sidecar = cf_spec.write_sidecar(args.out, recipe, counts)
     print(f"recipe {recipe.summary()}")
-    print(f"counterfactuals for {len(records)} texts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"counterfactuals for {len(made.records)} texts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for status, why in (("no_person", "name no PERSON"), ("too_long", "are longer than the model's token window"),
                         ("beyond_window", "change only past the model's token window")):
         if counts[status]:

@@ -42,6 +42,7 @@ from cftclip_core.counterfactuals.infillers import (
     word_start_tokens,
 )
 from cftclip_core.counterfactuals.recipe import Plan, build_infiller, build_tagger, plan_recipe
+from cftclip_core.counterfactuals.run import Made, make_counterfactuals
 from cftclip_core.counterfactuals.taggers import (
     HFTokenClassificationTagger,
     KnownNamesTagger,
@@ -52,9 +53,10 @@ from cftclip_core.specs.counterfactuals import STATUSES, Recipe
 
 __all__ = [
     "DEFAULT_MLM", "MASK", "STATUSES", "ClipFilter", "CounterfactualResult", "Entity", "EntitySwapInfiller",
-    "EntityTagger", "HFTokenClassificationTagger", "Infiller", "KnownNamesTagger", "MaskedLMInfiller", "Plan",
+    "EntityTagger", "HFTokenClassificationTagger", "Infiller", "KnownNamesTagger", "Made", "MaskedLMInfiller", "Plan",
     "Progress", "Recipe", "RuleBasedPersonTagger", "Scorer", "SpacyTagger", "TokenWindow", "apply_budget",
-    "build_infiller", "build_tagger", "collect_names", "counterfactual_table", "generate_counterfactuals", "name_of",
+    "build_infiller", "build_tagger", "collect_names", "counterfactual_table", "generate_counterfactuals",
+    "make_counterfactuals", "name_of",
     "non_space_length", "passes_sanity_filter", "plan_recipe", "replace_spans", "status_counts",
     "word_start_tokens",
 ]
