@@ -283,8 +283,8 @@ def _check_datasets(session: Session, request: ExperimentRequest, config: dict[s
     if _needs_counterfactuals(config) and not _has_counterfactuals(session, train_id):
         raise ExperimentError(
             f"Dataset '{train_name}' has no counterfactual texts, and the loss '{config.get('loss', 'cft')}' needs "
-            "them. Generate them (python -m cftclip_core counterfactual --data TABLE --out TABLE_CF), import that "
-            "table, or choose a loss without counterfactuals (clip or i2t).")
+            f"them. Generate them ({counterfactual_command(config.get('model', _default('model')))}), import that "
+            "table, or choose a loss without counterfactuals (clip or i2t); or use the Train page's quick run.")
     if request.eval_dataset_id is not None:
         eval_labels = labels[request.eval_dataset_id]
         if not any(value is not None for value in eval_labels.values()):
@@ -320,6 +320,11 @@ def _check_threshold_source(session: Session, tables: Mapping[str, tuple[int, st
 
 def _describe(splits: Mapping[str | None, int]) -> str:
     return ", ".join(f"{name or '(none)'}: {count}" for name, count in splits.items()) or "no items"
+
+
+def counterfactual_command(model: str) -> str:
+    """The command that makes counterfactuals with the paper's recipe, its filter being the model to train."""
+    return f"python -m cftclip_core counterfactual --data TABLE --out TABLE_CF --recipe paper --model {model}"
 
 
 def _default(name: str) -> Any:

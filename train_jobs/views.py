@@ -27,7 +27,7 @@ from cftclip_core.specs.counterfactuals import RECIPE_COLUMN, counterfactual_tex
 from cftclip_core.specs.seeds import parse_seeds  # noqa: F401 - the form's seed parser, re-exported for pages
 from cftclip_core.specs.training import TrainConfig, as_text, typed_values  # noqa: F401 - the form's, for pages
 from train_jobs import states
-from train_jobs.experiments import list_experiments
+from train_jobs.experiments import counterfactual_command, list_experiments  # noqa: F401 - the hint, for pages
 from train_jobs.results import results_row
 
 TRAIN_LOG = "log.jsonl"  # the trainer's step and validation records (run folder contract)
@@ -66,6 +66,38 @@ def counterfactual_recipes(session: Session, dataset_id: int) -> list[str]:
         if recipe not in (None, ""):
             counts[str(recipe)] = counts.get(str(recipe), 0) + 1
     return sorted(counts, key=lambda recipe: -counts[recipe])
+
+
+def experiment_rows(session: Session, train_id: int, val_id: int | None,
+                    eval_id: int | None) -> dict[str, set[tuple[str, str]]]:
+    """(image hash, summary) of the rows each set of an experiment uses, chosen as ``create_experiment`` does:
+    the training dataset's 'train' rows (all rows of a separate training dataset without any), its 'val'
+    rows or the validation dataset's, and every row of the evaluation dataset."""
+    def rows(dataset_id: int, split: str | None) -> set[tuple[str, str]]:
+        query = select(Item.media_sha256, Item.summary).where(Item.dataset_id == dataset_id)
+        if split is not None:
+            query = query.where(Item.split == split)
+        return {(sha, summary) for sha, summary in session.execute(query)}
+
+    def has(dataset_id: int, split: str) -> bool:
+        return session.scalar(select(Item.id).where(Item.dataset_id == dataset_id, Item.split == split).limit(1)) \
+            is not None
+
+    same = val_id is None or val_id == train_id
+    sets = {"training": rows(train_id, "train" if same or has(train_id, "train") else None),
+            "validation": rows(train_id, "val") if same else rows(val_id, "val" if has(val_id, "val") else None)}
+    if eval_id is not None:
+        sets["evaluation"] = rows(eval_id, None)
+    return sets
+
+
+def split_overlaps(session: Session, train_id: int, val_id: int | None,
+                   eval_id: int | None) -> list[tuple[str, str, int]]:
+    """(set, other set, items both hold) for each pair of an experiment's sets that share items."""
+    sets = experiment_rows(session, train_id, val_id, eval_id)
+    names = list(sets)
+    return [(a, b, len(sets[a] & sets[b])) for i, a in enumerate(names) for b in names[i + 1:]
+            if sets[a] & sets[b]]
 
 
 def own_checkpoints(session: Session) -> dict[str, str]:
