@@ -115,8 +115,7 @@ class Recipe:
 
     def summary(self) -> str:
         """One line naming the recipe, for the ``cf_recipe`` column (the Train page shows it)."""
-        infiller = self.infiller + (f" T={self.temperature:g}" if self.temperature is not None else "")
-        parts = [f"{self.name}: {self.tagger}", infiller, f"filter {self.filter_model or 'none'}",
+        parts = [f"{self.name}: {self.tagger}", self.infiller, f"filter {self.filter_model or 'none'}",
                  f"tries {self.max_tries}", f"seed {self.seed}", f"vocabulary {self.vocabulary}",
                  f"long texts {self.long_texts}"]
         return ", ".join(parts) + (" (fallback: the paper's models are missing)" if self.fallback else "")
