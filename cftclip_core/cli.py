@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", required=True, type=Path,
                          help="table to write (.csv, .jsonl, .parquet), in the folder of the data's images or above it")
     convert.add_argument("--skip-bad-rows", action="store_true", help="write the valid rows of a file with errors")
+    convert.add_argument("--val-fraction", type=float, default=None,
+                         help="mark this share of the rows 'val' and the rest 'train' (seeded by --seed), e.g. 0.05 for "
+                              "a corpus to train on; rows keep their own split without it")
+    convert.add_argument("--seed", type=int, default=0, help="for --val-fraction")
     convert.add_argument("--trust-pickle", action="store_true",
                          help="allow reading a pickled DataFrame (runs code from the file: only for your own files)")
     add_layout_arguments(convert, required=True)
@@ -201,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Every training setting is a flag; --config JSON sets several, flags override it. "
                     f"On SIGTERM the run saves RUN/last and exits with status {EXIT_TERMINATED}; --resume continues it.")
     trainer.add_argument("--train", required=True, type=Path, help="training table")
-    trainer.add_argument("--val", required=True, type=Path, help="validation table")
+    trainer.add_argument("--val", type=Path, default=None,
+                         help="validation table (default: the --train table's rows whose split is 'val'; its 'train' "
+                              "rows train)")
     trainer.add_argument("--out", required=True, type=Path, help="run folder (best/, last/, log.jsonl, metrics.json)")
     trainer.add_argument("--config", type=Path, default=None, help="JSON object of training settings (the flags' names with underscores)")
     trainer.add_argument("--resume", action="store_true", help="continue the run stopped in --out (from last/)")
@@ -250,6 +256,8 @@ def run_convert(args: argparse.Namespace) -> int:
     for problem in table.skipped:
         print(f"skipped: {problem}", file=sys.stderr)
     records = relocated(table.records, table.base_dir, args.out)
+    if args.val_fraction is not None:
+        records = with_val_split(records, args.val_fraction, args.seed)
     write_table(records, args.out)
     print(f"wrote {len(records)} items ({args.layout} layout) to {args.out}")
     return 0
@@ -263,6 +271,17 @@ def relocated(records: Sequence[Record], base_dir: Path, out: Path) -> list[Reco
                           f"not in {out_dir}.")
     prefix = base_dir.relative_to(out_dir)
     return [r if r.image_is_url else dataclasses.replace(r, image=(prefix / r.image).as_posix()) for r in records]
+
+
+def with_val_split(records: Sequence[Record], fraction: float, seed: int) -> list[Record]:
+    """``fraction`` of the records (at least one, seeded) marked 'val', the others 'train'."""
+    if not 0 < fraction < 1:
+        raise ConfigError(f"--val-fraction {fraction} is not valid; give a share between 0 and 1, such as 0.05.")
+    import numpy as np
+
+    n_val = max(1, round(fraction * len(records)))
+    chosen = set(np.random.default_rng(seed).choice(len(records), size=n_val, replace=False).tolist())
+    return [dataclasses.replace(r, split="val" if i in chosen else "train") for i, r in enumerate(records)]
 
 
 def run_score(args: argparse.Namespace) -> int:
@@ -423,7 +442,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def run_train(args: argparse.Namespace) -> int:
     config = train_config(args)
     ranks = ranks_from_environment()
-    train_table, val_table = read_table(args.train), read_table(args.val)
+    train_table, val_table = _train_and_val(args.train, args.val)
     eval_table = read_table(args.eval) if args.eval is not None else None
     threshold = _threshold_arg(args.threshold)
     threshold_from = resolve_threshold_from(threshold, args.threshold_from, replicate=config.replicate_original)
@@ -471,6 +490,19 @@ def run_train(args: argparse.Namespace) -> int:
                           "stopped_early": result.stopped_early}), flush=True)
         print(f"best checkpoint: {result.best_dir}", flush=True)
     return 0
+
+
+def _train_and_val(train_path: Path, val_path: Path | None) -> tuple[Table, Table]:
+    """The training and validation tables: two files, or one file's 'train' and 'val' rows."""
+    table = read_table(train_path)
+    if val_path is not None:
+        return table, read_table(val_path)
+    parts = {split: [r for r in table.records if r.split == split] for split in ("train", "val")}
+    empty = [split for split, records in parts.items() if not records]
+    if empty:
+        raise DataError(f"{train_path} has no rows with split {' or '.join(repr(s) for s in empty)}; give --val FILE, "
+                        "or mark the rows (python -m cftclip_core convert ... --val-fraction 0.05).")
+    return (dataclasses.replace(table, records=parts["train"]), dataclasses.replace(table, records=parts["val"]))
 
 
 def _data_line(data: dict[str, Any]) -> str:

@@ -292,3 +292,32 @@ def test_eval_takes_the_threshold_from_the_named_source(tmp_path: Path, capsys) 
     assert trained["threshold_from"] == "train-val" and trained["threshold"]["value"] == 0.25
     assert main(["eval", "--scores", str(scores), "--threshold-from", "train-val"]) == 2
     assert "give their scores with --val FILE" in capsys.readouterr().err
+
+
+def test_one_table_with_a_split_column_trains_and_validates_without_val_file(
+        synthetic, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    split = [a for a in train_args(synthetic, tiny_model_dir, tmp_path / "run", "--max-steps", "1")
+             if a not in ("--val", str(synthetic["val"]))]
+    split[split.index(str(synthetic["train"]))] = str(synthetic["all"])
+    assert main(split) == 0
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    table = read_table(synthetic["all"])
+    assert record["train_items"] == sum(r.split == "train" for r in table.records)
+    assert record["val_items"] == sum(r.split == "val" for r in table.records)
+    assert main([a if a != str(synthetic["all"]) else str(synthetic["val"]) for a in split]) == 2
+    assert "has no rows with split 'train'; give --val FILE" in capsys.readouterr().err
+
+
+def test_convert_marks_a_validation_share(tmp_path: Path) -> None:
+    from tests.test_layouts import NEWSTT_ROWS, images
+
+    images(tmp_path / "images", [r["image_id"] for r in NEWSTT_ROWS])
+    import pandas as pd
+
+    pd.DataFrame(NEWSTT_ROWS).drop(columns="NTT").to_csv(tmp_path / "n.csv", index=False)
+    out = tmp_path / "marked.csv"
+    assert main(["convert", "--data", str(tmp_path / "n.csv"), "--layout", "newstt", "--out", str(out),
+                 "--val-fraction", "0.3", "--seed", "1"]) == 0
+    assert sorted(r.split for r in read_table(out).records) == ["train", "train", "val"]
+    assert main(["convert", "--data", str(tmp_path / "n.csv"), "--layout", "newstt", "--out", str(out),
+                 "--val-fraction", "1.5"]) == 2
