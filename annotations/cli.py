@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from cftclip_core.errors import CftClipError
-from cftclip_core.formats import problems_message, read_table
+from cftclip_core.formats import problems_message
+from cftclip_core.layouts import LAYOUTS, load_table, parse_mapping
 from cftclip_core.media_store import storage_error
 
 from annotations.db import current_revision, make_engine, safe_url, session_factory, upgrade
@@ -56,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "each is listed")
     imp.add_argument("--allow-private-urls", action="store_true", help="allow image URLs on local/private networks (trusted servers only)")
     imp.add_argument("--trust-pickle", action="store_true", help="allow a .pkl table; runs code from the file, so only for files you made")
+    imp.add_argument("--layout", choices=list(LAYOUTS), default=None,
+                     help="import a dataset as distributed (e.g. newstt: image_id, summary, label, images/ beside it)")
+    imp.add_argument("--map", default=None, metavar="COLUMN=SOURCE,...",
+                     help="with --layout: take a table column from another source column, e.g. image=img_path")
+    imp.add_argument("--images", default=None, metavar="DIR",
+                     help="with --layout: the images' folder, relative to the file's folder (default: the layout's)")
     sub.add_parser("datasets", help="list the datasets in the database")
     export = sub.add_parser("export", help="write a dataset with its labels (NewsTT layout) and its images")
     export.add_argument("dataset", help="dataset name")
@@ -119,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _import(args: argparse.Namespace, settings: Settings, factory) -> int:  # type: ignore[no-untyped-def]
     # Every row problem travels with the table, so that import_table lists them with the image problems.
-    table = read_table(args.file, skip_bad_rows=True, allow_pickle=args.trust_pickle)
+    table = load_table(args.file, args.layout, mapping=parse_mapping(args.map), image_dir=args.images,
+                       skip_bad_rows=True, allow_pickle=args.trust_pickle)
     bar: dict[str, tqdm] = {}  # the bar of the current stage, one at a time
 
     def progress(stage: str, done: int, total: int) -> None:

@@ -17,7 +17,7 @@ import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import pandas as pd
@@ -107,8 +107,12 @@ def read_table(
     check_images: bool = True,
     allow_pickle: bool = False,
     name: str | None = None,
+    layout: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> Table:
     """Read and validate a table file.
+
+    ``layout`` turns the file's frame into the table's columns first (``cftclip_core.layouts``: NewsTT as
+    distributed, the original code's pickles, a pre-training corpus).
 
     ``check_images`` also checks that each local image file exists inside the table's folder.
     Pickled DataFrames (the original code's format) are read only with ``allow_pickle=True``:
@@ -120,6 +124,8 @@ def read_table(
     if not path.is_file():
         raise DataError(f"No table file at '{shown}': check the path.")
     frame = _read_frame(path, shown, allow_pickle=allow_pickle)
+    if layout is not None:
+        frame = layout(frame)
     return table_from_frame(
         frame, base_dir=path.parent, source=path, skip_bad_rows=skip_bad_rows, check_images=check_images, name=shown
     )
