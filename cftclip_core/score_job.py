@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="run folder: heartbeat, scores.csv, score.json")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--chunk-size", type=int, default=256, help="pairs scored (and cached) between heartbeats")
-    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
+    parser.add_argument("--precision", default="fp32", help="fp32 (the default, as for evaluation), bf16, or auto")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     return parser
 

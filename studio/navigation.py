@@ -26,7 +26,7 @@ APP_SCRIPT = "app.py"
 ENTERED_THROUGH_APP = "navigation_entered_through_app"  # set by run_app in every session it serves
 TARGET = "navigation_target"  # (url path, query parameters) of a page asked for before signing in
 RESEARCH = ("researcher", "admin")
-SESSION_PARAM = "session"  # the sign-in token in the URL (studio.auth); never carried as a page's own parameter
+EVERYONE = ("annotator", *RESEARCH)
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,9 @@ PAGES: dict[str, PageSpec] = {  # url path -> page, in the sidebar's order
     "train": PageSpec("pages/train.py", "Train", ":material/model_training:", RESEARCH),
     "review": PageSpec("pages/review.py", "Review", ":material/rule:", RESEARCH),
     "import_data": PageSpec("pages/import_data.py", "Import", ":material/upload:", RESEARCH),
-    "annotate": PageSpec("pages/annotate.py", "Annotate", ":material/label:", ("annotator", *RESEARCH)),
+    "annotate": PageSpec("pages/annotate.py", "Annotate", ":material/label:", EVERYONE),
     "users": PageSpec("pages/users.py", "Users", ":material/group:", ("admin",)),
+    "account": PageSpec("pages/account.py", "My account", ":material/account_circle:", EVERYONE),
 }
 HOME = {"annotator": "annotate", "researcher": "home", "admin": "home"}
 
@@ -63,7 +64,7 @@ def run_app() -> None:
     # Imported after st.navigation: the database, the queue and pandas load while the browser has its page.
     from annotations.users import needs_setup
     from cftclip_core.errors import CftClipError
-    from studio.auth import current_user
+    from studio.auth import current_user, sync_sign_in_cookie
     from studio.common import show_error
     from studio.instance import studio
     from studio.services import start_queue_poller
@@ -79,6 +80,7 @@ def run_app() -> None:
         page.run()
         return
     user = current_user()
+    sync_sign_in_cookie()
     if user is None:
         _go_unless(page, login, keep=page is not setup)
     elif page in (login, setup) or st.session_state.get(TARGET):
@@ -130,7 +132,7 @@ def _remember(name: str, params: dict[str, str]) -> None:
 
 
 def _query_params() -> dict[str, str]:
-    return {key: value for key, value in st.query_params.to_dict().items() if key != SESSION_PARAM}
+    return st.query_params.to_dict()
 
 
 def _sidebar(user: Any, pages: dict[str, Any], login: Any) -> None:

@@ -1,6 +1,7 @@
 """The Train page's New experiment form: datasets, base model and method, every ``TrainConfig`` field the
-form offers (rendered in one place, ``config_fields``, pre-filled with the paper's values), seeds and where to
-run; the Launch button checks everything before anything is queued."""
+form offers (rendered in one place, ``config_fields``, pre-filled with the paper's values; the presets of
+``studio.train_presets`` fill and lock them), seeds and where to run; the Launch button checks everything
+before anything is queued."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import streamlit as st
 from annotations.importer import list_datasets
 from annotations.models import User
 from cftclip_core.errors import CftClipError, ConfigError
+from cftclip_core.specs.counterfactuals import LONG_TEXTS
 from cftclip_core.specs.models import KNOWN_MODELS, tower_depths
-from cftclip_core.specs.training import LOSSES, PRECISIONS, SCHEDULES, TEXT_FIELDS
+from cftclip_core.specs.replication import THRESHOLD_SOURCES
+from cftclip_core.specs.training import ITEM_SUBSETS, LOSSES, PRECISIONS, SCHEDULES, TEXT_FIELDS
+from studio import train_presets as presets
 from studio.common import escape_markdown
 from studio.instance import Studio
 from studio.job_widgets import chosen_backend, remember_outcome, show_outcome, where_inputs
@@ -21,10 +25,14 @@ LAUNCHED = "train_launched"  # the Launch button's outcome, shown on the next ru
 CHOSEN = "train_experiment"  # the experiment the live view shows in detail
 FITTED = "train_freezing_fitted"  # what fit_freezing_to_model changed, said under the model picker
 HYPERPARAMETERS = ("lr", "weight_decay", "batch_size", "max_epochs", "schedule", "warmup_steps", "val_every_steps",
-                   "patience", "freeze_text_layers", "freeze_vision_layers", "grad_clip", "text_field", "max_steps")
+                   "patience", "freeze_text_layers", "freeze_vision_layers", "grad_clip", "text_field", "max_steps",
+                   "item_subset", "long_texts", "ties_improve")
 COUNTERFACTUAL_OPTIONS = ("counterfactuals_per_text", "temperature")
 ADVANCED = ("precision", "device", "num_workers", "gradient_checkpointing")
-CHOICES = {"schedule": SCHEDULES, "text_field": TEXT_FIELDS, "precision": PRECISIONS}
+CHOICES = {"schedule": SCHEDULES, "text_field": TEXT_FIELDS, "precision": PRECISIONS, "item_subset": ITEM_SUBSETS,
+           "long_texts": LONG_TEXTS, "ties_improve": ("false", "true")}
+THRESHOLD_FROM = {"train-val": "the training run's validation pairs (train-val, the original code's)",
+                  "eval-val": "the evaluation dataset's 'val' rows (eval-val)"}
 OTHER_MODEL = "other"
 
 
@@ -35,12 +43,20 @@ def launch_section(app: Studio, user: User, inventory: api.GpuInventory) -> None
         checkpoints = api.own_checkpoints(session)
         if "train_name" not in st.session_state:
             st.session_state["train_name"] = api.unique_name(session, "experiment")
+    st.button("Quick run on this machine", icon=":material/bolt:", key="train_quick", on_click=quick_run, args=(app,),
+              help="Fills the form for a run that works offline here: a synthetic training set with its "
+                   "counterfactuals (made for you), the tiny model, a few steps, one seed, the CPU.")
     if not datasets:
-        st.info("No dataset yet: import one on the Import page.")
+        st.info("No dataset yet: import one on the Import page, or use the quick run.")
+        show_outcome(LAUNCHED)
         return
     st.text_input("Experiment name", key="train_name")
-    train_id = dataset_inputs(datasets)
+    train_id = dataset_inputs(app, datasets)
     method_inputs(app, train_id, datasets[train_id], checkpoints)
+    st.checkbox("replicate_original: the released code exactly", key=presets.PRESET_KEY, on_change=toggle_replication,
+                help="Periodic schedule, fp32 training and scoring, texts over 77 tokens dropped, ties in early "
+                     "stopping count as improvement, threshold from the training run's validation pairs. Off: the "
+                     "product's fixes (each recorded with the run).")
     st.markdown("**Hyperparameters** (the paper's, pre-filled)")
     config_fields(HYPERPARAMETERS)
     with st.expander("Precision, device, data loading"):
@@ -56,21 +72,23 @@ def launch_section(app: Studio, user: User, inventory: api.GpuInventory) -> None
 
 def config_fields(names: tuple[str, ...], per_row: int = 4) -> None:
     """``TrainConfig`` fields as inputs, ``per_row`` a row: a choice box where the field has a fixed set of
-    values, else its text (typed when the experiment is created; a bad value is refused naming the field)."""
+    values, else its text (typed when the experiment is created; a bad value is refused naming the field).
+    Fields the replication preset sets are locked while it is on."""
     defaults = api.form_defaults()
     for start in range(0, len(names), per_row):
         for column, name in zip(st.columns(per_row), names[start:start + per_row]):
-            key, default = f"train_cfg_{name}", defaults[name]
+            key, default, locked = f"train_cfg_{name}", api.as_text(defaults[name]), presets.preset_locks(name)
             if name in CHOICES:
                 column.selectbox(name, CHOICES[name], index=list(CHOICES[name]).index(default), key=key,
-                                 help=f"{name}; default {default}")
+                                 disabled=locked,
+                                 help=f"{name}; default {default}" + ("; set by replicate_original" if locked else ""))
             else:
-                column.text_input(name, api.as_text(default), key=key,
-                                  help=f"{name}; default {api.as_text(default) or 'none'}"
-                                       + ("; empty: none" if default is None else ""))
+                column.text_input(name, default, key=key, disabled=locked,
+                                  help=f"{name}; default {default or 'none'}"
+                                       + ("; empty: none" if defaults[name] is None else ""))
 
 
-def dataset_inputs(datasets: dict[int, str]) -> int:
+def dataset_inputs(app: Studio, datasets: dict[int, str]) -> int:
     ids = list(datasets)
     train_id = st.selectbox("Training dataset", ids, format_func=datasets.get, key="train_dataset",
                             help="Its 'train' rows train; its 'val' rows validate unless you choose a validation "
@@ -84,12 +102,19 @@ def dataset_inputs(datasets: dict[int, str]) -> int:
     left, right = st.columns(2)
     threshold = left.selectbox("Threshold for the evaluation", ["val-median", "f1-optimal", "fixed"],
                                key="train_threshold", help="val-median: the original code's label-free rule; "
-                                                           "f1-optimal: tuned on the evaluation set's 'val' rows.")
+                                                           "f1-optimal: tuned on labelled validation rows.")
     if threshold == "fixed":
         right.number_input("Fixed threshold", -1.0, 1.0, 0.2, step=0.01, key="train_fixed_threshold")
+    else:
+        right.selectbox("threshold_from", list(THRESHOLD_SOURCES), format_func=THRESHOLD_FROM.get,
+                        key=presets.THRESHOLD_FROM_KEY, disabled=presets.preset_locks("threshold_from"),
+                        help="Where the threshold is chosen. train-val: the median (or best F1) over the training "
+                             "run's validation pairs; eval-val: the evaluation dataset's own 'val' rows.")
     if st.session_state["train_eval"] == train_id:
         st.caption("The evaluation dataset is the training dataset: its 'train' rows count in the metrics too, "
                    "which flatters the model. A held-out labelled set (e.g. NewsTT) gives honest numbers.")
+    with app.sessions() as session:
+        presets.show_overlaps(session, train_id, st.session_state["train_val"], st.session_state["train_eval"])
     return train_id
 
 
@@ -107,10 +132,12 @@ def method_inputs(app: Studio, train_id: int, train_name: str, checkpoints: dict
                     format_func=lambda name: f"{name}: {LOSSES[name].description}")
     with app.sessions() as session:
         per_item = api.counterfactuals_per_item(session, train_id)
+        if per_item:
+            presets.show_recipe(session, train_id, train_name, model if model != OTHER_MODEL else "MODEL")
     if LOSSES[loss].uses_counterfactuals and per_item == 0:
         st.warning(f"'{escape_markdown(train_name)}' has no counterfactual texts, and {loss} trains on them. Make "
-                   "them with `python -m cftclip_core counterfactual --data TABLE --out TABLE_CF` and import that "
-                   "table, or choose clip or i2t.")
+                   f"them with `{api.counterfactual_command(model if model != OTHER_MODEL else 'MODEL')}` and "
+                   "import that table, choose clip or i2t, or try the quick run above.")
     elif per_item:
         st.caption(f"'{escape_markdown(train_name)}' carries {per_item} counterfactual text(s) per item.")
     config_fields(COUNTERFACTUAL_OPTIONS)
@@ -155,6 +182,7 @@ def launch(app: Studio, user: User) -> None:
             train_dataset_id=state["train_dataset"], val_dataset_id=state["train_val"],
             eval_dataset_id=state["train_eval"],
             threshold=str(state["train_fixed_threshold"]) if threshold == "fixed" else threshold,
+            threshold_from=None if threshold == "fixed" else state.get(presets.THRESHOLD_FROM_KEY),
             seeds=api.parse_seeds(state["train_seeds"]), backend=backend, gpus_per_run=gpus,
             note=state["train_note"])
         experiment = api.create_experiment(app.sessions, app.settings, request, user_id=user.id)
@@ -166,3 +194,22 @@ def launch(app: Studio, user: User) -> None:
     remember_outcome(LAUNCHED, f"Experiment '{experiment.name}' created: {len(request.seeds)} run(s) queued.")
     with app.sessions() as session:
         state["train_name"] = api.unique_name(session, experiment.name)
+
+
+def quick_run(app: Studio) -> None:
+    """The quick-run button: make (once) the synthetic datasets with their counterfactuals, fill the form."""
+    try:
+        made = presets.ensure_quick_datasets(app.sessions, app.settings)
+    except CftClipError as exc:
+        remember_outcome(LAUNCHED, exc)
+        return
+    with app.sessions() as session:
+        name = api.unique_name(session, "quick-run")
+    presets.apply(presets.quick_run_form(made, name))
+    st.session_state[FITTED] = None
+    remember_outcome(LAUNCHED, presets.quick_run_note(app.settings.instance_dir))
+
+
+def toggle_replication() -> None:
+    """The replicate_original box: the preset's values in the form (locked), or the defaults back."""
+    presets.apply(presets.preset_form(bool(st.session_state[presets.PRESET_KEY]), api.form_defaults()))

@@ -12,7 +12,7 @@ from studio.navigation import PAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY_CORE = tuple(f"cftclip_core.{name}" for name in (
-    "models", "scoring", "training", "loss", "counterfactuals", "evaluation", "proof", "distributed"))
+    "models", "scoring", "training", "loss", "evaluation", "proof", "distributed"))  # they load torch
 TORCH = ("torch", "transformers", "torchvision")
 BANNED = {  # part -> what its modules may not import at module level
     "cftclip_core": ("streamlit", "sqlalchemy", "alembic", "annotations", "train_jobs", "studio", "pages"),

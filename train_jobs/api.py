@@ -57,11 +57,12 @@ from train_jobs.views import (
 __all__ = [
     "ACTIVE", "DEFAULT_SEEDS", "FINAL", "CancelResult", "Curves", "ExperimentError", "ExperimentRequest",
     "GpuInventory", "JobSettings", "PollReport", "Poller", "PollerStatus", "ScoreJob", "ScoreRequest", "SlurmSettings",
-    "alive_poller", "as_text", "can_resume", "cancel_run", "counterfactuals_per_item", "create_experiment",
+    "alive_poller", "as_text", "can_resume", "cancel_run", "counterfactual_command", "counterfactual_recipes",
+    "counterfactuals_per_item", "create_experiment",
     "create_proof_demo", "create_proof_experiment", "default_launchers", "delete_experiment", "describe",
     "discover_gpus", "eta_seconds", "experiment_curves", "experiment_runs", "experiment_summaries", "form_defaults",
     "format_duration", "headline", "import_results", "list_experiments", "log_stamp", "log_tail", "metric_names",
     "own_checkpoints", "paired_comparison", "parse_seeds", "poll", "progress", "proof_comparison", "proof_grid",
     "queue_scoring", "read_curves", "request_poll", "results_row", "resume_run", "score_jobs", "seed_metrics",
-    "seed_summary", "slurm_available", "training_experiments", "typed_values", "unique_name",
+    "seed_summary", "slurm_available", "split_overlaps", "training_experiments", "typed_values", "unique_name",
 ]

@@ -20,7 +20,7 @@ class AnnotateTab:
         return self.page.get_by_test_id("stCaptionContainer").filter(has_text=re.compile(r"^(Saved|Undone|Nothing saved)"))
 
     def title(self) -> str:
-        return self.page.get_by_test_id("stHtml").first.inner_text().strip()
+        return self.page.get_by_test_id("stMain").get_by_test_id("stHtml").first.inner_text().strip()
 
     def card(self) -> str:
         """The external id of the item on the card, once the whole card is drawn: while Streamlit redraws,

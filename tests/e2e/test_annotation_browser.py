@@ -110,7 +110,7 @@ class Annotator(AnnotateTab):
         external_id = self.settled_card()  # the first key must not be lost: the test waits for its redraw
         self.page.keyboard.press(KEYS[first])
         new_title = self.page.wait_for_function(  # checked every animation frame; expect() polls 100 ms+ apart
-            "old => { const t = document.querySelector('[data-testid=stHtml]');"
+            "old => { const t = document.querySelector('[data-testid=stMain] [data-testid=stHtml]');"
             " return t && t.innerText.trim() !== old ? t.innerText.trim() : null }",
             arg=self.title(), polling="raf",
         ).json_value()
