@@ -20,12 +20,12 @@ def sidebar_links(at) -> list[str]:  # noqa: ANN001
 
 def test_each_role_sees_its_pages_in_the_sidebar_and_lands_on_its_first(app_instance) -> None:  # noqa: ANN001
     at = app_test(app_instance, user=ANNOTATOR).run()
-    assert at.title[0].value == "Annotate" and sidebar_links(at) == ["Annotate"]
+    assert at.title[0].value == "Annotate" and sidebar_links(at) == ["Annotate", "My account"]
     at = app_test(app_instance, user=RESEARCHER).run()
     assert at.title[0].value == "Articles"
     assert sidebar_links(at) == ["Articles", "Thresholds", "Disagreement", "Models", "Seeds", "Train", "Review",
-                                 "Import", "Annotate"]
-    assert sidebar_links(app_test(app_instance, user=ADMIN).run())[-1] == "Users"
+                                 "Import", "Annotate", "My account"]
+    assert sidebar_links(app_test(app_instance, user=ADMIN).run())[-2:] == ["Users", "My account"]
     assert any("Signed in as **rita** (researcher)" in c.value for c in at.sidebar.caption)
 
 

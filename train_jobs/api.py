@@ -34,6 +34,8 @@ from train_jobs.states import ACTIVE, FINAL
 from train_jobs.views import (
     Curves,
     as_text,
+    counterfactual_command,
+    counterfactual_recipes,
     counterfactuals_per_item,
     describe,
     eta_seconds,
@@ -49,6 +51,7 @@ from train_jobs.views import (
     proof_comparison,
     read_curves,
     slurm_available,
+    split_overlaps,
     training_experiments,
     typed_values,
     unique_name,
