@@ -44,6 +44,11 @@ def e2e_setup(e2e_db: sessionmaker[Session]) -> None:
     create_user(e2e_db, "ann", PASSWORD, "annotator")
 
 
+def sign_in_cookie(page: Page, base_url: str, token: str) -> None:
+    """The cookie the app sets after a sign-in (``studio.auth``), as a browser that signed in earlier holds it."""
+    page.context.add_cookies([{"name": "cftclip_session", "value": token, "url": base_url}])
+
+
 def watch_first_paint(page: Page, url: str, heading: str) -> tuple[float, list[dict]]:
     """Open ``url`` and sample the page until its main heading is ``heading``: (seconds, samples)."""
     samples: list[dict] = []
@@ -72,14 +77,14 @@ def assert_no_module_name(samples: list[dict]) -> None:
 
 def test_a_deep_link_as_a_cold_servers_first_request_shows_the_page_and_no_module_name(
         start_streamlit: Callable[..., StreamlitServer], e2e_db: sessionmaker[Session], page: Page) -> None:
-    token = start_session(e2e_db, 1)  # rita's: the link carries her sign-in, as a refreshed page does
     server = start_streamlit()
-    seconds, samples = watch_first_paint(page, f"{server.base_url}/train?session={token}", "Train")
+    sign_in_cookie(page, server.base_url, start_session(e2e_db, 1))  # rita's, as a browser that signed in before
+    seconds, samples = watch_first_paint(page, f"{server.base_url}/train", "Train")
     assert_no_module_name(samples)
     print(f"\ncold start, first request /train: {seconds:.2f} s to the Train page, {len(samples)} samples")
     expect(page.get_by_test_id("stSidebar").get_by_role("link", name="Seeds")).to_be_visible()
     assert page.url.startswith(f"{server.base_url}/train")
-    seconds, samples = watch_first_paint(page, f"{server.base_url}/seeds?session={token}", "Seeds")  # warm
+    seconds, samples = watch_first_paint(page, f"{server.base_url}/seeds", "Seeds")  # warm
     print(f"warm server, /seeds: {seconds:.2f} s")
     assert_no_module_name(samples)
 
@@ -108,14 +113,13 @@ def test_an_annotator_opening_the_train_page_is_told_whom_it_is_for(
         streamlit_server: str, page: Page, sign_in: Callable[[Page, str, str, str], None]) -> None:
     sign_in(page, streamlit_server, "ann", PASSWORD)
     expect(page.get_by_role("heading", name="Annotate", exact=True)).to_be_visible()
-    token = page.url.split("session=")[1].split("&")[0]
-    page.goto(f"{streamlit_server}/train?session={token}")
+    page.goto(f"{streamlit_server}/train")
     expect(page.get_by_text("This page is for researchers and admins; you are signed in as an annotator.")
            ).to_be_visible()
     expect(page.get_by_text("Page not found")).to_have_count(0)
     page.get_by_role("link", name="Go to your first page").click()
     expect(page.get_by_role("heading", name="Annotate", exact=True)).to_be_visible()
-    expect(page.get_by_test_id("stSidebar").get_by_role("link")).to_have_count(1)  # Annotate only
+    expect(page.get_by_test_id("stSidebar").get_by_role("link")).to_have_count(2)  # Annotate and My account
 
 
 def test_signing_out_returns_to_the_sign_in_page(
@@ -123,6 +127,5 @@ def test_signing_out_returns_to_the_sign_in_page(
     sign_in(page, streamlit_server, "rita", PASSWORD)
     page.get_by_test_id("stSidebar").get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in to CFT-CLIP Studio")).to_be_visible()
-    assert "session=" not in page.url
-    page.reload()
+    page.reload()  # the sign-in cookie is gone too
     expect(page.get_by_role("heading", name="Sign in to CFT-CLIP Studio")).to_be_visible()
