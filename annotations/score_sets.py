@@ -15,6 +15,7 @@ from annotations.models import Item, Score, ScoreSet, utcnow
 from cftclip_core.errors import DataError
 from cftclip_core.formats import check_text_field
 
+
 def store_score_set(
     factory: sessionmaker[Session],
     dataset_id: int,

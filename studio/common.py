@@ -19,7 +19,13 @@ from annotations.models import User
 from cftclip_core.images import load_image
 from cftclip_core.media_store import MediaStore
 from studio.auth import (  # noqa: F401 - also importable from here (pages written before studio.auth)
-    HOLDS_LEASE, SESSION_PARAM, current_user, give_back_leases, remember_sign_in, sign_out, sync_sign_in_cookie,
+    HOLDS_LEASE,
+    SESSION_PARAM,
+    current_user,
+    give_back_leases,
+    remember_sign_in,
+    sign_out,
+    sync_sign_in_cookie,
 )
 from studio.instance import studio
 from studio.navigation import entered_through_app, home_page

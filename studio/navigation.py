@@ -17,10 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+if TYPE_CHECKING:
+    from streamlit.navigation.page import StreamlitPage
+
+    from annotations.models import User
 
 APP_SCRIPT = "app.py"
 ENTERED_THROUGH_APP = "navigation_entered_through_app"  # set by run_app in every session it serves
@@ -104,7 +109,7 @@ def require_app_entry() -> None:
     asked = ctx.pages_manager.get_pages().get(ctx.page_script_hash, {}).get("url_pathname", "")
     if asked in PAGES:
         _remember(asked, _query_params())
-    # The folder mode's main page is app.py, which then routes to the page asked for; the sign-in token goes along.
+    # The folder mode's main page is app.py, which then routes to the page asked for (its parameters go along).
     st.switch_page(APP_SCRIPT, query_params=st.query_params.to_dict())
 
 
@@ -118,7 +123,7 @@ def home_page(role: str) -> str:
     return PAGES[HOME[role]].script
 
 
-def _go_unless(page: Any, wanted: Any, *, keep: bool) -> None:
+def _go_unless(page: StreamlitPage, wanted: StreamlitPage, *, keep: bool) -> None:
     """Switch to ``wanted`` (sign in, set up) unless it is the page already; ``keep`` the page asked for."""
     if page is wanted:
         return
@@ -135,7 +140,7 @@ def _query_params() -> dict[str, str]:
     return st.query_params.to_dict()
 
 
-def _sidebar(user: Any, pages: dict[str, Any], login: Any) -> None:
+def _sidebar(user: User, pages: dict[str, StreamlitPage], login: StreamlitPage) -> None:
     from studio.auth import sign_out
     from studio.common import escape_markdown
 

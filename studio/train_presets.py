@@ -18,8 +18,8 @@ from annotations.models import Dataset
 from annotations.settings import Settings
 from cftclip_core.counterfactuals import make_counterfactuals, plan_recipe
 from cftclip_core.formats import read_table, write_table
-from cftclip_core.specs.models import TINY_NAME
 from cftclip_core.specs.counterfactuals import sidecar_path, write_sidecar
+from cftclip_core.specs.models import TINY_NAME
 from cftclip_core.specs.replication import REPLICATE_ORIGINAL
 from cftclip_core.specs.training import as_text
 from cftclip_core.synthetic import WorldConfig, generate_dataset

@@ -27,8 +27,15 @@ from cftclip_core.synthetic import WorldConfig, generate_dataset
 from tests.train_jobs_helpers import CONFIG, CPU_ONLY, TWO_GPUS, make_dataset, nothing_created, request
 from train_jobs import runfiles, states
 from train_jobs.api import (
-    ExperimentError, can_resume, create_experiment, create_proof_experiment, delete_experiment, experiment_runs,
-    import_results, results_row, resume_run,
+    ExperimentError,
+    can_resume,
+    create_experiment,
+    create_proof_experiment,
+    delete_experiment,
+    experiment_runs,
+    import_results,
+    results_row,
+    resume_run,
 )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import or_, select
@@ -266,11 +266,11 @@ def refresh(factory: sessionmaker[Session], settings: Settings, job_settings: Jo
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _ts(unix_seconds: float) -> datetime:
-    return datetime.fromtimestamp(unix_seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(unix_seconds, tz=UTC)
 
 
 def _older(moment: datetime | None, now: datetime, seconds: float) -> bool:

@@ -32,7 +32,7 @@ class SlurmSettings:
     extra: tuple[str, ...] = ()  # further #SBATCH options, e.g. ("--constraint=h100",)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "SlurmSettings":
+    def from_env(cls, env: Mapping[str, str]) -> SlurmSettings:
         def text(name: str) -> str:
             return env.get(f"CFTCLIP_SLURM_{name}", "").strip()
 
@@ -59,7 +59,7 @@ class JobSettings:
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "JobSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> JobSettings:
         env = os.environ if env is None else env
         values = {}
         for name, kind in (("jobs_per_gpu", int), ("cpu_jobs", int), ("busy_memory_fraction", float),
