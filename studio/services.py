@@ -18,9 +18,11 @@ from train_jobs import api
 APP_POLLER_ENV = "CFTCLIP_APP_POLLER"
 
 
-@st.cache_resource(show_spinner=False, on_release=lambda poller: poller and poller.stop())
+@st.cache_resource(show_spinner=False, on_release=lambda poller: poller and poller.stop(),
+                   validate=lambda poller: poller is None or poller.is_running())
 def start_queue_poller() -> api.Poller | None:
-    """The app's poller thread, once per server process; None when switched off."""
+    """The app's poller thread, once per server process (started again by the next page run should it ever
+    end); None when switched off."""
     if os.environ.get(APP_POLLER_ENV, "1").strip() == "0":
         return None
     poller = api.Poller(studio().settings, owner="the app")

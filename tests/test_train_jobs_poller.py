@@ -96,6 +96,16 @@ def test_with_only_the_poller_the_next_queued_run_starts_when_the_first_ends(fac
     assert first.results_at is not None and second.results_at is not None
 
 
+def test_a_poller_says_whether_its_thread_runs(factory, instance, monkeypatch) -> None:  # noqa: ANN001
+    poller = Poller(instance, owner="the app", interval_s=0.1, factory=factory)
+    assert not poller.is_running()  # not started
+    thread = running(poller)
+    assert poller.is_running()
+    poller.stop()
+    thread.join(10)
+    assert not poller.is_running()  # the app's next page run starts another (st.cache_resource validate)
+
+
 def test_one_poller_per_instance_the_second_waits_and_takes_over(factory, instance) -> None:  # noqa: ANN001
     first = Poller(instance, owner="the app", interval_s=0.1, factory=factory)
     second = Poller(instance, owner="the command line", interval_s=0.1, factory=factory)

@@ -88,6 +88,7 @@ class Poller:
         self.holds_lock = threading.Event()  # set while this poller is the instance's
         self._lock = FileLock(locks.jobs_dir(settings) / locks.POLLER_LOCK, blocking=False)
         self._started_at = self._last_poll_started = 0.0
+        self._thread: threading.Thread | None = None
 
     def run(self) -> None:
         """Poll until ``stop()``; wait (and keep trying) while another poller holds the lock."""
@@ -116,9 +117,13 @@ class Poller:
                 engine.dispose()
 
     def start_thread(self, name: str = "cftclip-queue-poller") -> threading.Thread:
-        thread = threading.Thread(target=self.run, name=name, daemon=True)
-        thread.start()
-        return thread
+        self._thread = threading.Thread(target=self.run, name=name, daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def is_running(self) -> bool:
+        """Whether its thread (``start_thread``) still runs: polling, or waiting for the lock."""
+        return self._thread is not None and self._thread.is_alive() and not self.stop_event.is_set()
 
     def stop(self) -> None:
         self.stop_event.set()
