@@ -2,7 +2,8 @@
 
 Gold is the majority vote by default; a researcher can settle an item (ties, disagreements, flags)
 with a reason, which overrides the majority and is kept with its history in ``gold_events``.
-Annotators' own labels are never changed here.
+Control items (``annotations.control``) do not change the gold: their known answers only measure
+each annotator's accuracy. Annotators' own labels are never changed here.
 """
 
 from __future__ import annotations
@@ -104,11 +105,14 @@ def gold_frame(session: Session, dataset_id: int) -> pd.DataFrame:
     return frame
 
 
-def review_queue(session: Session, dataset_id: int) -> pd.DataFrame:
-    """Items a researcher should look at: disagreement or a flag, undecided first."""
+def review_queue(session: Session, dataset_id: int, *, include_settled: bool = False) -> pd.DataFrame:
+    """Items a researcher should look at (disagreement or a flag) that are not settled yet, in dataset
+    order; with ``include_settled`` the settled ones too, after them (``decided`` tells them apart)."""
     gold = gold_frame(session, dataset_id)
     queue = gold[gold["disagreement"] | gold["flagged"]].copy()
     queue["decided"] = queue["adjudicated"].notna()
+    if not include_settled:
+        queue = queue[~queue["decided"]]
     return queue.sort_values(["decided", "position"]).reset_index(drop=True)
 
 

@@ -5,9 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from annotations.importer import list_datasets
-from annotations.score_sets import is_meaningless, score_set_median, score_sets_for
 from annotations.labeling import set_annotation_settings
 from annotations.review import export_table, review_item, review_queue, review_summary, set_gold
+from annotations.score_sets import is_meaningless, score_set_median, score_sets_for
 from cftclip_core.errors import CftClipError
 from studio import charts
 from studio.common import media_path, plain_text, require_role, show_answers, show_error, studio
