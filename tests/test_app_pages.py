@@ -234,3 +234,31 @@ def test_export_has_every_annotators_label_and_how_gold_was_decided(app_instance
     assert row["gold_reason"] == "the astronaut is named in the text"
     assert (tmp_path / "out" / row["image"]).is_file()
     assert cli.main(["export", "nope", str(tmp_path / "x.csv")]) == 2
+
+
+def test_change_a_user_starts_from_their_role_and_state_and_confirms_a_promotion(app_instance) -> None:  # noqa: ANN001
+    from annotations.users import create_user
+
+    factory = sessions(app_instance)
+    create_user(factory, "zoe", "correct horse battery", "annotator")
+    at = app_test(app_instance, "pages/users.py", user=ADMIN).run()
+    at.selectbox(key="change_user").set_value("zoe").run()
+    assert at.selectbox(key="role-zoe").value == "annotator"  # not "admin": one click no longer promotes
+    assert next(b for b in at.button if b.label == "Set role").disabled  # nothing to change yet
+    labels = [b.label for b in at.button]
+    assert "Deactivate" in labels and "Activate" not in labels  # only what fits an active user
+
+    at.selectbox(key="role-zoe").set_value("admin").run()
+    next(b for b in at.button if b.label == "Set role").click().run()
+    assert any("Tick the box above to confirm" in e.value for e in at.error)
+    with factory() as session:
+        assert session.scalar(select(User.role).where(User.username == "zoe")) == "annotator"
+    at.checkbox(key="promote-zoe").check().run()
+    next(b for b in at.button if b.label == "Set role").click().run()
+    with factory() as session:
+        assert session.scalar(select(User.role).where(User.username == "zoe")) == "admin"
+
+    at.selectbox(key="change_user").set_value("zoe").run()
+    next(b for b in at.button if b.label == "Deactivate").click().run()
+    at.selectbox(key="change_user").set_value("zoe").run()
+    assert [b.label for b in at.button if b.label in ("Activate", "Deactivate")] == ["Activate"]
