@@ -8,6 +8,9 @@ each annotator's accuracy. Annotators' own labels are never changed here.
 
 from __future__ import annotations
 
+import io
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,3 +194,18 @@ def export_labels(session: Session, dataset_id: int, path: str | Path, media: Se
     by_external = dict(zip(table["id"], extra))
     gold = dict(zip(table["id"], table["label"]))
     return export_dataset(session, dataset_id, path, media, extra_by_id=by_external, label_by_id=gold)
+
+
+def export_archive(session: Session, dataset_id: int, settings: Settings) -> bytes:
+    """The labelled dataset as one ZIP: ``labels.csv`` (as ``export_labels`` writes it) and its images
+    in ``images/``. Built in a scratch folder of the instance's cache."""
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.cache_dir, prefix="export-") as scratch:
+        folder = Path(scratch)
+        export_labels(session, dataset_id, folder / "labels.csv", settings)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(folder.rglob("*")):
+                if file.is_file():
+                    archive.write(file, file.relative_to(folder).as_posix())
+    return buffer.getvalue()

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from annotations.db import make_engine, session_factory
 from annotations.labeling import release_leases
-from annotations.models import GoldLabel, Label, Lease, User
+from annotations.models import Label, Lease, User
 from cftclip_core.demo import demo_table_path
 from tests.conftest import app_test, make_image
 
@@ -128,56 +128,6 @@ def test_import_page_previews_problems_and_writes_nothing(app_instance, tmp_path
     at.checkbox[0].check().run()  # skip bad rows
     click(at, "Import")
     assert any("Imported 1 items as 'bad'" in s.value for s in at.success)
-
-
-def test_review_shows_agreement_and_settles_gold(app_instance) -> None:  # noqa: ANN001
-    from annotations.importer import import_dataset
-    from annotations.labeling import cast_vote, next_item
-    from annotations.users import create_user
-    from cftclip_core.formats import read_table
-
-    factory = sessions(app_instance)
-    dataset = import_dataset(factory, app_instance, read_table(demo_table_path()), "votes")
-    voters = [create_user(factory, name, "correct horse battery", "annotator") for name in ("a1", "a2", "a3")]
-    for index, voter in enumerate(voters):
-        for _ in range(4):
-            card = next_item(factory, dataset.id, voter.id)
-            cast_vote(factory, voter.id, card.item_id, 1 if index < 2 or card.position % 2 else 0)
-    at = app_test(app_instance, "pages/review.py", user=RESEARCHER)
-    at.session_state["review_dataset"] = "votes"
-    at.run()
-    assert not at.exception
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Votes"] == "12" and metrics["Fleiss' kappa"] != "n/a"
-    assert any("not settled yet" in c.value for c in at.caption)
-    at.text_input[0].input("face of the minister is visible")
-    next(b for b in at.button if b.label == "Save gold label").click().run()
-    assert not at.exception
-    with factory() as session:
-        gold = session.scalars(select(GoldLabel)).one()
-        assert gold.reason == "face of the minister is visible" and gold.method == "adjudicated"
-
-
-def test_review_of_a_tie_preselects_no_gold_label(app_instance) -> None:  # noqa: ANN001
-    from annotations.importer import import_dataset
-    from annotations.labeling import cast_vote, next_item
-    from annotations.users import create_user
-    from cftclip_core.formats import read_table
-
-    factory = sessions(app_instance)
-    dataset = import_dataset(factory, app_instance, read_table(demo_table_path()), "tie")
-    for name, value in (("t1", 1), ("t2", 0)):
-        voter = create_user(factory, name, "correct horse battery", "annotator")
-        cast_vote(factory, voter.id, next_item(factory, dataset.id, voter.id).item_id, value)
-    at = app_test(app_instance, "pages/review.py", user=RESEARCHER)
-    at.session_state["review_dataset"] = "tie"
-    at.run()
-    assert next(r for r in at.radio if r.label == "Gold label").value is None
-    at.text_input[0].input("one says yes, one says no")
-    next(b for b in at.button if b.label == "Save gold label").click().run()
-    assert any("Pick the gold label first" in e.value for e in at.error)
-    with factory() as session:
-        assert session.scalars(select(GoldLabel)).first() is None
 
 
 def test_admin_adds_a_user_without_seeing_passwords(app_instance) -> None:  # noqa: ANN001
