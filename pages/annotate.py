@@ -46,6 +46,7 @@ def label_card(annotator: Annotator) -> None:
     annotator.show_card(card.item_id)
     card_view.draw(card, annotator, dataset)
     panels.labels_panel(annotator)
+    annotator.card_drawn()
 
 
 label_card(Annotator(app, user.id, dataset.id))

@@ -152,7 +152,7 @@ def test_the_keys_help_lists_every_key_the_page_answers(app_instance) -> None:  
     shortcuts = {b.proto.shortcut.lower() for b in at.button if b.proto.shortcut}
     assert {"y", "n", "s", "u", "f", "z", "g", "h", "1", "6"} <= shortcuts
     button(at, "Keys").click().run()
-    listed = {key.lower() for key in at.dataframe[0].value["Key"]}
+    listed = {key.lower() for key in at.table[0].value["Key"]}
     assert shortcuts == listed == set(KEYS)
 
 

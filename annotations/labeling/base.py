@@ -51,7 +51,7 @@ class TooSoonError(LabelingError):
     """An action came before its card had been on screen for the minimum time: a double click or a
     key pressed twice, whose second press reached the next card. Nothing was saved."""
 
-    def __init__(self, item_id: int, seconds_shown: float, minimum: float) -> None:
+    def __init__(self, item_id: int | None, seconds_shown: float, minimum: float) -> None:
         self.item_id = item_id
         self.seconds_shown = seconds_shown
         self.minimum = minimum
@@ -132,13 +132,15 @@ def check_min_seconds(min_seconds_shown: Any) -> float:
     return float(min_seconds_shown)
 
 
-def refuse_if_too_soon(item_id: int, leased_at: datetime | None, now: datetime, minimum: float) -> None:
-    """Raise TooSoonError when the card was handed out (``leased_at``) less than ``minimum`` s ago."""
-    if minimum <= 0 or leased_at is None:
+def refuse_if_too_soon(item_id: int | None, now: datetime, minimum: float, *since: datetime | None) -> None:
+    """Raise TooSoonError when the latest of ``since`` (the card handed out, the card drawn) is less
+    than ``minimum`` seconds before ``now``."""
+    known = [moment for moment in since if moment is not None]
+    if minimum <= 0 or not known:
         return
-    shown = (now - leased_at).total_seconds()
-    if 0 <= shown < minimum:
-        raise TooSoonError(item_id, shown, minimum)
+    shown = (now - max(known)).total_seconds()
+    if shown < minimum:
+        raise TooSoonError(item_id, max(shown, 0.0), minimum)
 
 
 class _FairLock:

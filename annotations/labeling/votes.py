@@ -5,8 +5,11 @@ Each client action can carry a ``request_id``; an action whose id is already rec
 nothing and returns the earlier result (double clicks and resent requests count once).
 
 A double click whose second click lands on the next card carries a new request id. To refuse it,
-the page passes ``min_seconds_shown``: a vote on (or an undo from) the card leased to the annotator
-less than that long ago is refused with ``TooSoonError`` and nothing is written.
+the page passes ``min_seconds_shown`` and, where it knows it, ``shown_at``: when the card was fully
+drawn. A vote on (or an undo from) a card shown (or leased to the annotator) less than that long ago
+is refused with ``TooSoonError`` and nothing is written. The time the card was handed out alone is
+not enough in a browser: the second click's request often waits until the page has drawn the next
+card, which can take longer than the minimum.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def cast_vote(
     seconds_spent: float | None = None,
     request_id: str | None = None,
     min_seconds_shown: float = 0.0,
+    shown_at: datetime | None = None,
     now: datetime | None = None,
 ) -> VoteResult:
     """Record a vote (1 = shows an actor, 0 = does not) or a skip (None) in one transaction.
@@ -88,7 +92,8 @@ def cast_vote(
     Upserts the annotator's one current label for the item, appends a LabelEvent (with the value
     it replaces, so an edit is traceable) and releases the annotator's lease on the item. Also used
     to relabel an item from the "fix a mistake" list. Nothing is written if a value is invalid, or
-    (TooSoonError) if the item was leased to the annotator less than ``min_seconds_shown`` ago.
+    (TooSoonError) if the item was leased to the annotator, or ``shown_at``, less than
+    ``min_seconds_shown`` ago.
     """
     reasons_list, note = _check_vote(value, reasons, note, flagged, seconds_spent)
     check_request_id(request_id)
@@ -110,7 +115,7 @@ def cast_vote(
                     "Reload the page to get the next item."
                 )
             lease = conn.execute(DROP_MY_LEASE, key).first()  # rolled back with everything on an error below
-            refuse_if_too_soon(item_id, lease.leased_at if lease is not None else None, now, minimum)
+            refuse_if_too_soon(item_id, now, minimum, lease.leased_at if lease is not None else None, shown_at)
             current = conn.execute(MY_LABEL, key).first()
             if current is not None and current.value is not None and conn.execute(_REVEALS_SCORES, key).scalar():
                 raise answer_is_final()
@@ -161,6 +166,7 @@ def undo_last(
     *,
     request_id: str | None = None,
     min_seconds_shown: float = 0.0,
+    shown_at: datetime | None = None,
     now: datetime | None = None,
 ) -> int | None:
     """Undo this annotator's most recent vote or skip in the dataset that is not undone yet.
@@ -169,7 +175,7 @@ def undo_last(
     back. The item is leased to the annotator again (unless someone else now holds it), so
     ``next_item`` shows it next, and their other leases in the dataset are released. Returns the
     item id, or None when there is nothing to undo. TooSoonError when the card the annotator holds
-    was handed out less than ``min_seconds_shown`` ago (a double press of U).
+    was handed out, or ``shown_at``, less than ``min_seconds_shown`` ago (a double press of U).
     """
     check_request_id(request_id)
     minimum = check_min_seconds(min_seconds_shown)
@@ -186,8 +192,8 @@ def undo_last(
         dataset = dataset_row(conn, dataset_id, user_id)
         if minimum:
             held = conn.execute(HELD_LEASE, {"user_id": user_id, "dataset_id": dataset_id, "now": now}).first()
-            if held is not None:
-                refuse_if_too_soon(held.item_id, held.leased_at, now, minimum)
+            refuse_if_too_soon(held.item_id if held is not None else None, now, minimum,
+                               held.leased_at if held is not None else None, shown_at)
         target = _last_current_event(session, dataset_id, user_id)
         if target is None:
             return None

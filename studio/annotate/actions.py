@@ -4,9 +4,10 @@ again, so the next card appears in the same run.
 Two guards keep a click from reaching a card it was not meant for:
 - a press on a card that is gone (its buttons stay on the page for a moment while the next card is
   drawn, and answer the same keys) is dropped;
-- a vote or undo that comes less than ``MIN_SECONDS_SHOWN`` after the card was handed out is
-  refused by the library (``TooSoonError``): the second click of a double click lands on the next
-  card after its redraw, with a request id of its own.
+- a vote or undo that comes less than ``MIN_SECONDS_SHOWN`` after the run that drew its card ended
+  (or before it ended) is refused by the library (``TooSoonError``): the second click of a double
+  click lands on the next card after its redraw, with a request id of its own, and its request
+  often waits for that redraw to end, so the time since the card was handed out is not enough.
 Each action says what it did once, in the page's one status line (``announce``).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import streamlit as st
 
@@ -26,16 +28,18 @@ from annotations.labeling import (
     score_after_vote,
     undo_last,
 )
+from annotations.models import utcnow
 from cftclip_core.errors import CftClipError
 from studio.common import Studio
 
-MIN_SECONDS_SHOWN = 0.4  # no one reads a card faster; a double click's second click comes sooner
+MIN_SECONDS_SHOWN = 0.25  # after the run that drew the card: the browser's guard (card_guard.html) asks 0.4 s
 SAID = {1: "yes, shows an actor", 0: "no actor", None: "skipped"}
 ANNOUNCE = "annotate_announce"  # the message of the last action, shown once
 LAST_SAVED = "annotate_last_saved"  # what the last saved action did, for the message of a dropped press
 ERROR = "annotate_error"
 SWITCHED = "annotate_switched"  # a button inside the card chose another dataset: the whole page must rerun
 DATASET = "annotate_dataset"  # the dataset picker's key
+DRAWN_AT = "card_drawn_at"  # when the run that drew the card on screen ended (None: not yet)
 
 
 def announce(message: str) -> None:
@@ -59,11 +63,22 @@ class Annotator:
         return st.session_state.setdefault("tab_id", uuid.uuid4().hex[:12])
 
     def show_card(self, item_id: int) -> None:
-        """Called when a card is drawn: a new item starts its clock, unflagged."""
+        """Called before a card is drawn: a new item starts its clock, unflagged, not drawn yet."""
         if st.session_state.get("card_item") != item_id:
             st.session_state.card_item = item_id
             st.session_state.card_shown_at = time.monotonic()
+            st.session_state[DRAWN_AT] = None
             st.session_state.flagged = False
+
+    @staticmethod
+    def card_drawn() -> None:
+        """Called once the run that draws the card has drawn all of it: votes count from now on."""
+        if st.session_state.get(DRAWN_AT) is None:
+            st.session_state[DRAWN_AT] = utcnow()
+
+    @staticmethod
+    def _shown_at() -> datetime:
+        return st.session_state.get(DRAWN_AT) or utcnow()  # not fully drawn yet: shown for no time at all
 
     def request_id(self, action: str, item_id: int) -> str:
         """The same click on the same card always maps to the same id, so it is recorded once."""
@@ -78,10 +93,10 @@ class Annotator:
 
     def _before(self) -> str:
         before = st.session_state.get(LAST_SAVED)
-        return f" The one before it saved {before}." if before else ""
+        return f" The one before it: {before}" if before else ""
 
     def _too_soon(self, exc: TooSoonError) -> None:
-        announce(f"Dropped a click or key that came {exc.seconds_shown * 1000:.0f} ms after this card appeared, too "
+        announce(f"Dropped a click or key that came {exc.seconds_shown * 1000:.0f} ms after this card was drawn, too "
                  f"soon to be meant for it (a double click?).{self._before()} Press again if you meant it.")
 
     def vote(self, item_id: int, external_id: str, value: int | None) -> None:
@@ -93,14 +108,14 @@ class Annotator:
                                note=st.session_state.get(f"note-{item_id}", ""), flagged=st.session_state.flagged,
                                seconds_spent=time.monotonic() - st.session_state.card_shown_at,
                                request_id=self.request_id("skip" if value is None else "vote", item_id),
-                               min_seconds_shown=MIN_SECONDS_SHOWN)
+                               min_seconds_shown=MIN_SECONDS_SHOWN, shown_at=self._shown_at())
         except TooSoonError as exc:
             self._too_soon(exc)
             return
         except CftClipError as exc:
             st.session_state[ERROR] = exc
             return
-        st.session_state[LAST_SAVED] = f"{external_id}: {SAID[value]}"
+        st.session_state[LAST_SAVED] = f"saved {external_id}: {SAID[value]}."
         message = f"Saved {external_id}: {SAID[value]}. Press U to undo."
         if result.had_previous and not result.replayed:  # e.g. answered in another tab already
             message += f" You had answered it before ({SAID[result.previous_value]}); that was replaced."
@@ -123,7 +138,8 @@ class Annotator:
             return
         try:
             undone = undo_last(self.app.sessions, self.user_id, self.dataset_id,
-                               request_id=self.request_id("undo", item_id), min_seconds_shown=MIN_SECONDS_SHOWN)
+                               request_id=self.request_id("undo", item_id), min_seconds_shown=MIN_SECONDS_SHOWN,
+                               shown_at=self._shown_at())
         except TooSoonError as exc:
             self._too_soon(exc)
             return
@@ -131,7 +147,7 @@ class Annotator:
             st.session_state[ERROR] = exc
             return
         message = "Undone: that item is back for you." if undone else "Nothing to undo."
-        st.session_state[LAST_SAVED] = message.lower().rstrip(".")
+        st.session_state[LAST_SAVED] = "undid a vote." if undone else "nothing to undo."
         announce(message)
 
     def flag(self, item_id: int) -> None:
