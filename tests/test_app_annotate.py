@@ -35,10 +35,12 @@ def labels_in(settings) -> list[tuple[int, str, int | None]]:  # noqa: ANN001
         return session.execute(select(Label.item_id, User.username, Label.value).join(User)).all()
 
 
-def looked_at_card(settings) -> None:  # noqa: ANN001
-    """The annotator has looked at the card for two minutes (AppTest clicks at once after a run)."""
+def looked_at_card(at, settings) -> None:  # noqa: ANN001
+    """The annotator has looked at the card for two minutes (AppTest clicks at once after a run): it was
+    handed out and drawn that long ago."""
     with sessions(settings).begin() as session:
         session.execute(update(Lease).values(leased_at=utcnow() - timedelta(minutes=2)))
+    at.session_state[actions.DRAWN_AT] = utcnow() - timedelta(minutes=2)
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ def button(at, label: str):  # noqa: ANN001, ANN201
 
 def press(at, settings, label: str):  # noqa: ANN001, ANN201
     """Click a card button after having looked at the card."""
-    looked_at_card(settings)
+    looked_at_card(at, settings)
     return button(at, label).click().run()
 
 

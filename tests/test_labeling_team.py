@@ -100,6 +100,19 @@ def test_a_double_click_reaching_the_next_card_is_refused_but_a_resent_first_cli
         assert session.scalar(select(Label.item_id)) == first.item_id
 
 
+def test_a_vote_soon_after_the_card_was_drawn_is_refused_however_old_its_lease(team: Team) -> None:
+    """A browser can hold a second click while it draws the next card and send it once drawn: what
+    counts then is when the drawing ended (``shown_at``), not when the item was handed out."""
+    card = team.next("ann")
+    drawn = T0 + timedelta(seconds=2)  # a slow page: drawn two seconds after the lease
+    with pytest.raises(TooSoonError):
+        team.vote("ann", card.item_id, 1, now=drawn + timedelta(milliseconds=100), shown_at=drawn,
+                  min_seconds_shown=0.25)
+    assert _count(team, Label) == 0
+    team.vote("ann", card.item_id, 1, now=drawn + timedelta(seconds=1), shown_at=drawn, min_seconds_shown=0.25)
+    assert _count(team, Label) == 1
+
+
 def test_a_second_undo_right_after_the_first_is_refused(team: Team) -> None:
     for second in (1, 2):
         card = team.next("ann", T0 + timedelta(seconds=second * 10))
