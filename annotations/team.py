@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from annotations.db import write_session
 from annotations.importer import get_dataset
 from annotations.labeling import team_counts
-from annotations.models import DatasetAssignment, Item, LabelEvent, Lease, User, utcnow
+from annotations.models import DatasetAssignment, Item, Label, Lease, User, utcnow
 from cftclip_core import team_stats
 from cftclip_core.errors import CftClipError
 
@@ -83,12 +83,12 @@ def holds(session: Session, dataset_id: int, now: datetime | None = None) -> pd.
 
 
 def label_times(session: Session, dataset_id: int, since: datetime) -> pd.DataFrame:
-    """When each new label (a first vote or skip of an annotator on an item) was given since ``since``."""
+    """When each yes/no label of the dataset that stands now was first given, for those given since
+    ``since`` (an undone vote is not counted, an edit counts once, a skip not at all)."""
     rows = session.execute(
-        select(User.username, LabelEvent.at)
-        .join(Item, Item.id == LabelEvent.item_id).join(User, User.id == LabelEvent.user_id)
-        .where(Item.dataset_id == dataset_id, LabelEvent.action == "vote", LabelEvent.had_previous.is_(False),
-               LabelEvent.at > since)
+        select(User.username, Label.created_at)
+        .join(Item, Item.id == Label.item_id).join(User, User.id == Label.user_id)
+        .where(Item.dataset_id == dataset_id, Label.value.is_not(None), Label.created_at > since)
     ).all()
     return pd.DataFrame(rows, columns=["annotator_id", "at"])
 

@@ -332,6 +332,10 @@ def test_two_annotators_label_with_the_keyboard_and_a_researcher_sees_the_agreem
     # Two disagreements (the 2nd and 6th items) and Alice's flag on the 4th.
     expect(rita_page.get_by_text("3 item(s) with disagreement or a flag to settle.", exact=False)).to_be_visible()
     expect(rita_page.get_by_role("button", name="Save gold label")).to_be_visible()  # the form to settle one
+    rita_page.get_by_role("tab", name="Team").click()  # the live view: Alice holds her next item
+    expect(metric(rita_page, "Labels in the last hour")).to_have_text("15")
+    expect(metric(rita_page, "Labels still needed")).to_have_text(str(N_ITEMS * OVERLAP - 15))
+    expect(rita_page.get_by_text("Nobody holds an item")).to_have_count(0)
     rita_page.get_by_role("tab", name="Export").click()
     expect(rita_page.get_by_role("button", name="Download JSONL")).to_be_visible()  # the page's last element...
     expect(rita_page.get_by_test_id("stException")).to_have_count(0)  # ...so the whole page ran, without an error
