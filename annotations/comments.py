@@ -1,5 +1,5 @@
 """Comments on items: researchers discuss a flagged item on Review, and the annotators who flagged it
-read the comments (and may answer) beside their own labels on Annotate.
+read the comments beside their own labels on Annotate (they cannot answer in the app).
 
 Blindness: an annotator reads comments only on items they flagged themselves, so a comment must not
 quote other annotators' answers; Review says so where comments are written.
@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from annotations.db import write_session
 from annotations.labeling import Comment
-from annotations.models import Item, ItemComment, Label, User, utcnow
+from annotations.models import Item, ItemComment, User, utcnow
 from cftclip_core.errors import CftClipError
 
 MAX_COMMENT_LENGTH = 2_000
+COMMENTERS = ("researcher", "admin")
 
 
 class CommentError(CftClipError):
@@ -23,8 +24,7 @@ class CommentError(CftClipError):
 
 
 def add_comment(factory: sessionmaker[Session], item_id: int, user_id: int, body: str) -> Comment:
-    """Save a comment. Researchers and admins may comment on any item; an annotator only on an item
-    they flagged (to answer the comments on their flag)."""
+    """Save a comment by a researcher or an admin (annotators read comments; they do not write them)."""
     body = (body or "").strip()
     if not body:
         raise CommentError("The comment is empty; write something first.")
@@ -36,10 +36,8 @@ def add_comment(factory: sessionmaker[Session], item_id: int, user_id: int, body
             raise CommentError(f"No user with id {user_id}; sign in again.")
         if session.get(Item, item_id) is None:
             raise CommentError(f"No item with id {item_id}; it may have been deleted with its dataset.")
-        if user.role == "annotator":
-            flagged = session.scalar(select(Label.flagged).where(Label.item_id == item_id, Label.user_id == user_id))
-            if not flagged:
-                raise CommentError("Annotators comment only on items they flagged; flag it (F) with your vote first.")
+        if user.role not in COMMENTERS:
+            raise CommentError("Only researchers and admins write comments; annotators flag an item (F) with a note.")
         comment = ItemComment(item_id=item_id, user_id=user_id, body=body, at=utcnow())
         session.add(comment)
     return Comment(item_id, user.username, body, comment.at)

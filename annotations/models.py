@@ -393,7 +393,7 @@ class ControlItem(Base):
 
 
 class ItemComment(Base):
-    """A comment on an item (a flagged one, usually): researchers discuss it, the flagging annotator reads it."""
+    """A comment on an item (a flagged one, usually): researchers write it, the flagging annotators read it."""
 
     __tablename__ = "item_comments"
 

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from annotations.comments import add_comment, comments_on
+from annotations.labeling import Comment
 from annotations.models import Dataset, User
 from annotations.review import review_item, review_queue, set_gold
 from cftclip_core.errors import CftClipError
@@ -94,7 +95,7 @@ def _settle(app: Studio, dataset_id: int, user_id: int, item_id: int, order: lis
         st.session_state[picker_key(dataset_id)] = later[0]
 
 
-def comments_box(app: Studio, item_id: int, user: User, comments: list) -> None:  # noqa: ANN001
+def comments_box(app: Studio, item_id: int, user: User, comments: list[Comment]) -> None:
     st.subheader(f"Comments ({len(comments)})")
     for comment in comments:
         st.text(f"{comment.author}, {comment.at:%Y-%m-%d %H:%M} UTC: {comment.body}")
