@@ -10,7 +10,8 @@ import streamlit as st
 
 from annotations.users import needs_setup
 from cftclip_core.errors import CftClipError
-from studio.common import current_user, enter_through_app, escape_markdown, show_error, sign_out, studio
+from studio.common import (current_user, enter_through_app, escape_markdown, show_error, sign_out, studio,
+                           sync_sign_in_cookie)
 from train_jobs.api import poll
 
 st.set_page_config(page_title="CFT-CLIP Studio", page_icon=":material/newspaper:", layout="wide")
@@ -45,14 +46,16 @@ DISAGREEMENT = st.Page("pages/disagreement.py", title="Disagreement", icon=":mat
 MODELS = st.Page("pages/models.py", title="Models", icon=":material/leaderboard:")
 SEEDS = st.Page("pages/seeds.py", title="Seeds", icon=":material/scatter_plot:")
 TRAIN = st.Page("pages/train.py", title="Train", icon=":material/model_training:")
+ACCOUNT = st.Page("pages/account.py", title="My account", icon=":material/account_circle:")
 RESULTS = [THRESHOLDS, DISAGREEMENT, MODELS, SEEDS]
 PAGES_BY_ROLE = {
-    "annotator": [ANNOTATE],
-    "researcher": [ARTICLES, *RESULTS, TRAIN, REVIEW, IMPORT, ANNOTATE],
-    "admin": [ARTICLES, *RESULTS, TRAIN, REVIEW, IMPORT, ANNOTATE, USERS],
+    "annotator": [ANNOTATE, ACCOUNT],
+    "researcher": [ARTICLES, *RESULTS, TRAIN, REVIEW, IMPORT, ANNOTATE, ACCOUNT],
+    "admin": [ARTICLES, *RESULTS, TRAIN, REVIEW, IMPORT, ANNOTATE, USERS, ACCOUNT],
 }
 
 user = current_user()
+sync_sign_in_cookie()
 if needs_setup(app.sessions):
     pages = [st.Page("pages/setup.py", title="First-run setup", icon=":material/key:")]
 elif user is None:

@@ -7,6 +7,7 @@ Errors a user can fix are printed as one message on stderr (exit code 2), never 
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import logging
 import sys
@@ -15,10 +16,12 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from cftclip_core.errors import CftClipError
-from cftclip_core.formats import read_table
+from cftclip_core.formats import problems_message
+from cftclip_core.layouts import LAYOUTS, load_table, parse_mapping
+from cftclip_core.media_store import storage_error
 
 from annotations.db import current_revision, make_engine, safe_url, session_factory, upgrade
-from annotations.importer import get_dataset_by_name, import_dataset, list_datasets
+from annotations.importer import get_dataset_by_name, import_table, list_datasets
 from annotations.review import export_labels
 from annotations.models import ROLES
 from annotations.settings import Settings
@@ -34,6 +37,7 @@ from annotations.users import (
 )
 
 EXIT_USER_ERROR = 2
+FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,9 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help="table file with columns id, image, title, summary[, label, split]")
     imp.add_argument("--name", required=True, help="name of the new dataset (must not exist yet)")
     imp.add_argument("--description", default="", help="free text shown beside the dataset")
-    imp.add_argument("--skip-bad-rows", action="store_true", help="leave out bad rows and unusable images instead of refusing the file")
+    imp.add_argument("--skip-bad-rows", action="store_true",
+                     help="leave out rows with problems (bad values, unusable images) instead of refusing the file; "
+                          "each is listed")
     imp.add_argument("--allow-private-urls", action="store_true", help="allow image URLs on local/private networks (trusted servers only)")
     imp.add_argument("--trust-pickle", action="store_true", help="allow a .pkl table; runs code from the file, so only for files you made")
+    imp.add_argument("--layout", choices=list(LAYOUTS), default=None,
+                     help="import a dataset as distributed (e.g. newstt: image_id, summary, label, images/ beside it)")
+    imp.add_argument("--map", default=None, metavar="COLUMN=SOURCE,...",
+                     help="with --layout: take a table column from another source column, e.g. image=img_path")
+    imp.add_argument("--images", default=None, metavar="DIR",
+                     help="with --layout: the images' folder, relative to the file's folder (default: the layout's)")
     sub.add_parser("datasets", help="list the datasets in the database")
     export = sub.add_parser("export", help="write a dataset with its labels (NewsTT layout) and its images")
     export.add_argument("dataset", help="dataset name")
@@ -62,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_users_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     users = sub.add_parser("users", help="add users, reset passwords, change roles, (de)activate and list users")
     users_sub = users.add_subparsers(dest="users_command", required=True)
-    stdin_help = "read the password from the first line of standard input instead of asking twice"
+    stdin_help = ("read the password from the first line of standard input instead of asking twice "
+                  "(needed when there is no terminal, e.g. in scripts)")
     add = users_sub.add_parser("add", help="add a user (asks for the password twice)")
     add.add_argument("username", help="2-80 characters: a-z, 0-9, '.', '_', '-' (stored lower-case)")
     add.add_argument("--role", required=True, choices=ROLES, help="what the user may do")
@@ -104,10 +117,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CftClipError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as exc:  # e.g. a full disk while making the instance folder; other OS errors are bugs
+        if exc.errno not in FULL_DISK:
+            raise
+        print(f"error: {storage_error(exc, f'in the instance folder ({settings.instance_dir})')}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 def _import(args: argparse.Namespace, settings: Settings, factory) -> int:  # type: ignore[no-untyped-def]
-    table = read_table(args.file, skip_bad_rows=args.skip_bad_rows, allow_pickle=args.trust_pickle)
+    # Every row problem travels with the table, so that import_table lists them with the image problems.
+    table = load_table(args.file, args.layout, mapping=parse_mapping(args.map), image_dir=args.images,
+                       skip_bad_rows=True, allow_pickle=args.trust_pickle)
     bar: dict[str, tqdm] = {}  # the bar of the current stage, one at a time
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -120,7 +140,7 @@ def _import(args: argparse.Namespace, settings: Settings, factory) -> int:  # ty
         current.update(done - current.n)
 
     try:
-        dataset = import_dataset(
+        result = import_table(
             factory,
             settings,
             table,
@@ -133,11 +153,11 @@ def _import(args: argparse.Namespace, settings: Settings, factory) -> int:  # ty
     finally:
         for current in bar.values():
             current.close()
-    skipped_rows = len({p.row for p in table.skipped})
-    skipped_images = len(table.records) - dataset.item_count
+    dataset = result.dataset
     print(f"Imported dataset '{dataset.name}' (id {dataset.id}): {dataset.item_count} item(s).")
-    if skipped_rows or skipped_images:
-        print(f"Skipped {skipped_rows} bad row(s) and {skipped_images} item(s) with unusable images.")
+    if result.skipped:
+        rows = len({p.row for p in result.skipped})
+        print(problems_message(f"Skipped {rows} bad row(s):", result.skipped))
     return 0
 
 
@@ -190,7 +210,14 @@ def _users(args: argparse.Namespace, factory) -> int:  # type: ignore[no-untyped
 
 
 def _read_password(from_stdin: bool) -> str:
-    """The new password, from stdin's first line or typed twice without echo. Never printed."""
+    """The new password, from stdin's first line or typed twice without echo. Never printed.
+
+    Without a terminal, getpass would read standard input anyway, echoing and warning: refused, so
+    that a password is read from a pipe only when asked (--password-stdin)."""
+    if not from_stdin and not sys.stdin.isatty():
+        raise AuthError("There is no terminal to type the password in, so nothing was changed. Pass it on standard "
+                        "input with --password-stdin, e.g. printf '%s\\n' \"$PASSWORD\" | python -m annotations users "
+                        "add NAME --role ROLE --password-stdin")
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:

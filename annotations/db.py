@@ -5,10 +5,15 @@ SQLite is tuned for several Streamlit sessions and worker processes sharing one 
 foreign keys enforced, and write transactions that take the write lock at BEGIN (``BEGIN
 IMMEDIATE``) so a read-then-write cannot fail half way with a lock upgrade error. Keep write
 transactions short: one writer at a time holds the file.
+
+A write the database cannot make for a reason outside the studio (full disk, read-only file, a lock
+held too long) becomes a ``DatabaseError`` with one plain message: never the SQL statement or its
+values, which may hold people's data.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +26,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -33,6 +38,20 @@ BUSY_TIMEOUT_S = 5.0
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _BEGIN_OPTION = "cftclip_sqlite_begin"  # execution option read by the SQLite "begin" hook
 _UPGRADE_LOCK_KEY = 0x0CF7C11  # PostgreSQL advisory lock id serialising concurrent upgrades
+MAX_INTEGER = 2**31 - 1  # an Integer column holds 32 bits on PostgreSQL (64 on SQLite): the smaller rules
+_FREE_SPACE = ("Free some space on that disk (or move the database, CFTCLIP_DATABASE_URL, to a larger one) "
+               "and try again; nothing was saved.")
+# Recognised causes: SQLite's error names and PostgreSQL's SQLSTATE codes -> what to tell the user.
+_WRITE_FAILURES = {
+    "SQLITE_FULL": "The database's disk is full. " + _FREE_SPACE,
+    "53100": "The database server's disk is full. " + _FREE_SPACE,
+    "SQLITE_READONLY": "The database file is read-only for the studio: make it (and its folder) writable "
+                       "by the user running the studio, then try again; nothing was saved.",
+    "SQLITE_IOERR": "The disk holding the database could not be written (an input/output error: full, "
+                    "removed or failing). Check it, then try again; nothing was saved.",
+    "SQLITE_BUSY": f"The database stayed busy for more than {BUSY_TIMEOUT_S:g} s (another process was "
+                   "writing); try again in a moment. Nothing was saved.",
+}
 
 
 class DatabaseError(CftClipError):
@@ -111,11 +130,44 @@ def write_session(factory: sessionmaker[Session]) -> Iterator[Session]:
             session.connection(execution_options={_BEGIN_OPTION: "IMMEDIATE"})
         yield session
         session.commit()
-    except BaseException:
+    except BaseException as exc:
         session.rollback()
+        failure = write_failure(exc) if isinstance(exc, DBAPIError) else None
+        if failure is not None:
+            raise failure from None
         raise
     finally:
         session.close()
+
+
+def write_failure(exc: DBAPIError) -> DatabaseError | None:
+    """A plain ``DatabaseError`` for a write that failed for a reason outside the studio (full disk,
+    read-only file, lock held too long), or None for any other error. The SQL and its values stay out."""
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorname", None) or getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    text_of = str(orig).lower()
+    if code is None:  # older drivers: recognise SQLite's fixed messages
+        code = next((name for name, words in (("SQLITE_FULL", "database or disk is full"),
+                                              ("SQLITE_READONLY", "readonly database"),
+                                              ("SQLITE_IOERR", "disk i/o error"),
+                                              ("SQLITE_BUSY", "database is locked")) if words in text_of), None)
+    base = str(code).split("_")[0:2]  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+    message = _WRITE_FAILURES.get(str(code)) or _WRITE_FAILURES.get("_".join(base))
+    if message is None:
+        return None
+    log.error("A database write failed: %s", type(orig).__name__)
+    return DatabaseError(message)
+
+
+def database_id(text: str) -> int:
+    """A row id as typed on a command line (an ``argparse`` type): a whole number the database can hold."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_INTEGER:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an id: give a whole number from 1 to {MAX_INTEGER}")
+    return value
 
 
 def alembic_config(url: str) -> Config:

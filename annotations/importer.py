@@ -1,11 +1,11 @@
 """Import dataset tables into the database, read datasets back, and export them.
 
-Imports are all-or-nothing. Every image is checked first (local files decoded with the safe loader,
-URLs downloaded and decoded); all problems are reported together in one ``DataError`` before the
-database is touched. Images then go into the content-addressed media store, and the dataset, its
-items and media rows are inserted in ONE transaction. Store files are immutable and named by
-their hash, so if that transaction fails the only trace left is unreferenced files in the store
-(harmless; a re-import reuses them).
+Imports are all-or-nothing. Every row and every image is checked first (local files decoded with the
+safe loader, URLs downloaded and decoded), the images of rows with other problems too, and every
+problem of the file is reported in one ``DataError``, by row number, before the database is touched.
+Images then go into the content-addressed media store, and the dataset, its items and media rows
+are inserted in ONE transaction. If anything fails on the way (a full disk, the database), the
+files this import added to the media store are taken back, so a failed import leaves nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cftclip_core.demo import demo_table_path
 from cftclip_core.errors import DataError, ImageError
-from cftclip_core.formats import Record, Table, problems_message, read_table, write_table
+from cftclip_core.formats import Record, RowProblem, Table, problems_message, read_table, write_table
 from cftclip_core.media_store import MediaStore, StoredMedia
-from cftclip_core.table_images import CheckedImage, check_table_images
+from cftclip_core.table_images import CheckedImage, ImageCheck, check_table_images
 
-from annotations.db import make_engine, session_factory, write_session
+from annotations.db import MAX_INTEGER, make_engine, session_factory, write_session
 from annotations.models import Dataset, Item, Media, utcnow
 from annotations.settings import Settings
 
@@ -43,8 +43,6 @@ DEMO_DESCRIPTION = (
 )
 PREVIEW_ROWS = 20
 MAX_NAME_LENGTH = 200  # Dataset.name
-MAX_ID_LENGTH = 200  # Item.external_id
-MAX_SPLIT_LENGTH = 50  # Item.split
 
 # progress(stage, done, total); stages: "checking images", "downloading images", "copying images"
 ImportProgress = Callable[[str, int, int], None]
@@ -55,13 +53,23 @@ class ImportPreview:
     """What an import would bring in, for the user to look at before importing."""
 
     frame: pd.DataFrame  # the first rows, as in the file
-    problems: list[str]  # rows that will be skipped or values the database cannot hold
-    n_items: int
+    problems: list[RowProblem]  # every problem found, by row: the table's, and the images' once checked
+    n_items: int  # items an import would bring in (the rows without problems)
     n_local_images: int
     n_url_images: int
     splits: dict[str, int] = field(default_factory=dict)
     has_labels: bool = False
-    image_problems: list[str] = field(default_factory=list)  # filled when the preview checks images
+    images_checked: bool = False
+
+    @property
+    def n_bad_rows(self) -> int:
+        return len({p.row for p in self.problems})
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    dataset: Dataset
+    skipped: list[RowProblem]  # the problems of the rows left out (only when asked to skip bad rows)
 
 
 def media_store(settings_or_store: Settings | MediaStore) -> MediaStore:
@@ -88,30 +96,28 @@ def preview_import(
     )
     if not frame.empty:
         frame["label"] = frame["label"].astype("Int64")
-    problems = [f"{p} (row will be skipped)" for p in table.skipped]
-    problems += _length_problems(table.records)
-    splits: dict[str, int] = {}
-    for record in table.records:
-        key = record.split or "(none)"
-        splits[key] = splits.get(key, 0) + 1
-    n_url = sum(r.image_is_url for r in table.records)
-    image_problems = []
+    check = None
     if images_into is not None:
         check = check_table_images(table, media_store(images_into), allow_private=allow_private_urls, progress=progress)
-        image_problems = check.problem_lines()
+    records = _usable(table, check)
+    splits: dict[str, int] = {}
+    for record in records:
+        key = record.split or "(none)"
+        splits[key] = splits.get(key, 0) + 1
+    n_url = sum(r.image_is_url for r in records)
     return ImportPreview(
-        image_problems=image_problems,
         frame=frame,
-        problems=problems,
-        n_items=len(table.records),
-        n_local_images=len(table.records) - n_url,
+        problems=_all_problems(table, check),
+        n_items=len(records),
+        n_local_images=len(records) - n_url,
         n_url_images=n_url,
         splits=splits,
-        has_labels=table.has_labels,
+        has_labels=any(r.label is not None for r in records),
+        images_checked=check is not None,
     )
 
 
-def import_dataset(
+def import_table(
     factory: sessionmaker[Session],
     settings_or_store: Settings | MediaStore,
     table: Table,
@@ -121,36 +127,49 @@ def import_dataset(
     allow_private_urls: bool = False,
     skip_bad_rows: bool = False,
     progress: ImportProgress | None = None,
-) -> Dataset:
+) -> ImportResult:
     """Import ``table`` as a new dataset called ``name``; all-or-nothing (see module docstring).
 
-    ``skip_bad_rows`` leaves out items whose image cannot be used instead of refusing the import
-    (rows the table reader rejected are already gone from ``table``). URL images are downloaded
-    with the safe fetcher; ``allow_private_urls`` lets it reach hosts on the local network.
+    Read the table with ``read_table(..., skip_bad_rows=True)`` so that its row problems travel with
+    it: they are reported here together with the image problems. ``skip_bad_rows`` leaves out every
+    row with a problem instead of refusing the file; the result lists them. URL images are
+    downloaded with the safe fetcher; ``allow_private_urls`` lets it reach hosts on the local network.
     """
     name = _check_name(name)
     store = media_store(settings_or_store)
     with factory() as session:
         if _dataset_id_by_name(session, name) is not None:
             raise _name_taken(name)
+    if len(table.records) + len(table.skipped) > MAX_INTEGER:
+        raise DataError(f"{table.name} has more rows than the database can number; split it into smaller files.")
 
-    problems = _length_problems(table.records)
-    if problems:  # values the database cannot hold: not an image problem, never skipped
-        raise DataError(_refusal(table, problems, "value(s) too long", skippable=False))
-
-    check = check_table_images(table, store, allow_private=allow_private_urls, progress=progress)
-    records = table.records
-    if check.problems:
-        bad_ids = check.bad_ids
-        if not skip_bad_rows or len(bad_ids) == len(records):
-            raise DataError(_refusal(table, check.problem_lines(), "image problem(s)", skippable=not skip_bad_rows))
-        log.warning("Skipping %d item(s) whose image cannot be used", len(bad_ids))
-        records = [r for r in records if r.id not in bad_ids]
-
-    stored = _store_images(records, check.ok, store, progress)
-    dataset = _insert_dataset(factory, table, records, check.ok, stored, name, description)
+    with store.recording() as written:
+        try:
+            check = check_table_images(table, store, allow_private=allow_private_urls, progress=progress)
+            problems = _all_problems(table, check)
+            records = _usable(table, check)
+            if problems and (not skip_bad_rows or not records):
+                raise DataError(_refusal(table, problems, skippable=not skip_bad_rows))
+            stored = _store_images(records, check.ok, store, progress)
+            dataset = _insert_dataset(factory, table, records, check.ok, stored, name, description)
+        except BaseException:
+            _take_back(factory, store, written)
+            raise
+    if problems:
+        log.warning("Skipped %d bad row(s) of %s", len({p.row for p in problems}), table.name)
     log.info("Imported dataset '%s' (id %d) with %d item(s)", name, dataset.id, dataset.item_count)
-    return dataset
+    return ImportResult(dataset, problems)
+
+
+def import_dataset(
+    factory: sessionmaker[Session],
+    settings_or_store: Settings | MediaStore,
+    table: Table,
+    name: str,
+    **options: Any,
+) -> Dataset:
+    """``import_table`` for callers that need only the new dataset (same keyword options)."""
+    return import_table(factory, settings_or_store, table, name, **options).dataset
 
 
 def ensure_demo_dataset(settings: Settings, factory: sessionmaker[Session] | None = None) -> Dataset | None:
@@ -186,7 +205,7 @@ def list_datasets(session: Session) -> list[Dataset]:
 
 
 def get_dataset(session: Session, dataset_id: int) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
+    dataset = session.get(Dataset, dataset_id) if 1 <= dataset_id <= MAX_INTEGER else None
     if dataset is None:
         raise _no_dataset(dataset_id)
     return dataset
@@ -288,20 +307,25 @@ def _dataset_id_by_name(session: Session, name: str) -> int | None:
     return session.scalar(select(Dataset.id).where(Dataset.name == name))
 
 
-def _length_problems(records: Iterable[Record]) -> list[str]:
-    problems = []
-    for r in records:
-        if len(r.id) > MAX_ID_LENGTH:
-            problems.append(f"item '{r.id[:40]}...': the id is {len(r.id)} characters long; use at most {MAX_ID_LENGTH}")
-        if r.split is not None and len(r.split) > MAX_SPLIT_LENGTH:
-            problems.append(f"item '{r.id}': the split name is longer than {MAX_SPLIT_LENGTH} characters; shorten it")
-    return problems
+def _all_problems(table: Table, check: ImageCheck | None) -> list[RowProblem]:
+    """The table's row problems and its images' problems, by row (a row's own problems first)."""
+    return sorted([*table.skipped, *(check.problems if check is not None else [])], key=lambda p: p.row)
 
 
-def _refusal(table: Table, lines: list[str], what: str, *, skippable: bool) -> str:
-    source = f"'{table.source.name}'" if table.source else "The table"
-    fix = "Fix them" + (", or skip those rows explicitly (--skip-bad-rows)" if skippable else "") + ", then import again."
-    return problems_message(f"{source} has {len(lines)} {what}; nothing was imported. {fix}", lines)
+def _usable(table: Table, check: ImageCheck | None) -> list[Record]:
+    """The records an import would bring in: valid rows whose image (once checked) is usable."""
+    bad = check.bad_ids if check is not None else set()
+    return [r for r in table.records if r.id not in bad]
+
+
+def _refusal(table: Table, problems: list[RowProblem], *, skippable: bool) -> str:
+    rows = len({p.row for p in problems})
+    if skippable:
+        fix = "Fix them, or skip the bad rows explicitly (--skip-bad-rows), then import again."
+    else:
+        fix = "No row is left to import: fix the problems, then import again."
+    return problems_message(f"{table.name} has {len(problems)} problem(s) in {rows} row(s); nothing was imported. "
+                            f"{fix}", problems)
 
 
 def _store_images(
@@ -314,12 +338,37 @@ def _store_images(
     local = {checked[r.id].path: checked[r.id].suffix for r in records if not r.image_is_url}
     copied: dict[Path, StoredMedia] = {}
     for done, (path, suffix) in enumerate(local.items(), start=1):
-        copied[path] = store.put_file(path, suffix=suffix)
+        try:
+            copied[path] = store.put_file(path, suffix=suffix)
+        except OSError as exc:  # the source went away or became unreadable since it was checked
+            raise DataError(f"The image {path.name} could not be read any more ({exc.strerror}); nothing was "
+                            "imported. Check the file and import again.") from None
         if progress is not None:
             progress("copying images", done, len(local))
     return {
         r.id: store.get(checked[r.id].sha256) if r.image_is_url else copied[checked[r.id].path] for r in records
     }
+
+
+def _take_back(factory: sessionmaker[Session], store: MediaStore, written: list[StoredMedia]) -> None:
+    """Remove the files a failed import added to the store, unless a dataset already refers to one
+    (another import that committed the same picture meanwhile). Never hides the import's own error."""
+    if not written:
+        return
+    shas = sorted({media.sha256 for media in written})
+    try:
+        with factory() as session:
+            referenced = set(session.scalars(select(Media.sha256).where(Media.sha256.in_(shas))))
+    except Exception:  # noqa: BLE001 - e.g. the database is unreachable: keep the files rather than guess
+        log.exception("Could not check which of %d new media files are in use; they are kept", len(shas))
+        return
+    for sha256 in shas:
+        if sha256 not in referenced:
+            try:
+                store.remove(sha256)
+            except OSError as exc:
+                log.warning("Could not remove media file %s after a failed import: %s", sha256, exc)
+    log.info("Took back %d media file(s) written by a failed import", len(set(shas) - referenced))
 
 
 def _insert_dataset(
@@ -354,7 +403,7 @@ def _insert_dataset(
             dataset = Dataset(
                 name=name,
                 description=description,
-                source_file=str(table.source) if table.source else None,
+                source_file=table.name if table.source else None,
                 created_at=now,
                 item_count=len(records),
             )

@@ -231,6 +231,43 @@ def reset_password(factory: sessionmaker[Session], username: str, new_password: 
     log.info("Password of '%s' reset; their sessions were ended.", normalized)
 
 
+def change_own_password(
+    factory: sessionmaker[Session], user_id: int, current_password: str, new_password: str, keep_token: str | None = None
+) -> None:
+    """A signed-in user replaces their own password, proving they know the current one.
+
+    Wrong current passwords count towards the same slowdown as failed sign-ins (a borrowed browser
+    must not be a way to guess it). Every other session of the user ends; ``keep_token`` (the one in
+    use) stays signed in.
+    """
+    with factory() as session:
+        user = session.get(User, user_id)
+        if user is None or not user.active:
+            raise AuthError("This account does not exist or is deactivated; ask an administrator.")
+        wait = _retry_after_s(session.get(LoginFailure, user.username), utcnow())
+    if wait:
+        raise TooManyFailuresError(wait)
+    if not _verify(user.password_hash, current_password if isinstance(current_password, str) else ""):
+        _record_failure(factory, user.username, utcnow())
+        raise AuthError("The current password is not right, so nothing was changed. Type it again.")
+    _check_password(new_password, user.username)
+    if new_password == current_password:
+        raise AuthError("The new password is the same as the current one: choose a different one.")
+    new_hash = hasher.hash(new_password)
+    with write_session(factory) as session:
+        changed = session.execute(  # only if the password was not changed meanwhile (another tab, an admin)
+            update(User).where(User.id == user.id, User.password_hash == user.password_hash).values(password_hash=new_hash)
+        ).rowcount
+        if not changed:
+            raise AuthError("The password was changed elsewhere meanwhile; nothing was changed here. Sign in again.")
+        others = delete(LoginSession).where(LoginSession.user_id == user.id)
+        if keep_token:
+            others = others.where(LoginSession.token_hash != _token_hash(keep_token))
+        session.execute(others)
+        session.execute(delete(LoginFailure).where(LoginFailure.username == user.username))
+    log.info("'%s' changed their password; their other sessions were ended.", user.username)
+
+
 def set_role(factory: sessionmaker[Session], username: str, role: str) -> User:
     _check_role(role)
     with write_session(factory) as session:

@@ -107,8 +107,9 @@ def square_pairs(out_dir: Path, n: int) -> list[ScoreItem]:
 class NaiveScorer:
     """The original evaluation loop: one processor call and one full CLIPModel forward per pair, fp32."""
 
-    def __init__(self, model_dir: Path) -> None:
-        self.model = CLIPModel.from_pretrained(model_dir).eval()
+    def __init__(self, model_dir: Path, device: str = "cpu") -> None:
+        self.device = device
+        self.model = CLIPModel.from_pretrained(model_dir).to(device).eval()
         self.processor = CLIPImageProcessorPil.from_pretrained(model_dir)
         self.tokenizer = CLIPTokenizer.from_pretrained(model_dir)
 
@@ -116,10 +117,10 @@ class NaiveScorer:
         scores = []
         for item in items:
             image = Image.open(item.image).convert("RGB")
-            pixel_values = self.processor(images=image, return_tensors="pt")["pixel_values"]
+            pixel_values = self.processor(images=image, return_tensors="pt")["pixel_values"].to(self.device)
             tokens = self.tokenizer(item.text, truncation=True, max_length=77, return_tensors="pt")
             with torch.no_grad():
-                out = self.model(input_ids=tokens["input_ids"], pixel_values=pixel_values)
+                out = self.model(input_ids=tokens["input_ids"].to(self.device), pixel_values=pixel_values)
             scores.append(torch.nn.functional.cosine_similarity(out.text_embeds, out.image_embeds).item())
         return np.asarray(scores, dtype=np.float32)
 

@@ -62,7 +62,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def baseline(model_dir: Path, csv: Path, batch: int, frozen: int, warmup: int, steps: int, work: Path) -> dict:
+def baseline(model_dir: Path, csv: Path, batch: int, frozen: int, warmup: int, steps: int, work: Path,
+             device: str = "cpu") -> dict:
     """The original style: per-item float32 tensor files, max-length padding, fp32."""
     table = read_table(csv)
     records = [r for r in table.records if r.split == "train"]
@@ -77,7 +78,7 @@ def baseline(model_dir: Path, csv: Path, batch: int, frozen: int, warmup: int, s
                        tensors / f"{r.id}.pt")
     tokenizer = CLIPTokenizer.from_pretrained(model_dir)
     cfs = swap_counterfactuals(records, world_names(table), text_field="summary", per_text=1, seed=0)
-    model = CLIPModel.from_pretrained(model_dir).train()
+    model = CLIPModel.from_pretrained(model_dir).to(device).train()
     for name, p in model.named_parameters():
         frozen_layer = name.startswith("text_model.embeddings") or any(
             name.startswith(f"text_model.encoder.layers.{i}.") for i in range(frozen))
@@ -89,38 +90,51 @@ def baseline(model_dir: Path, csv: Path, batch: int, frozen: int, warmup: int, s
     for step in range(warmup + steps):
         started = time.perf_counter()
         idx = [order[(step * batch + k) % len(order)] for k in range(batch)]
-        pixels = torch.stack([torch.load(tensors / f"{records[i].id}.pt") for i in idx])
+        pixels = torch.stack([torch.load(tensors / f"{records[i].id}.pt") for i in idx]).to(device)
         text = tokenizer([records[i].summary for i in idx], padding="max_length", max_length=77,
                          truncation=True, return_tensors="pt")
         cf = tokenizer([cfs[i][0] for i in idx], padding="max_length", max_length=77, truncation=True,
                        return_tensors="pt")
         image_f = model.get_image_features(pixel_values=pixels).pooler_output
-        text_f = model.get_text_features(**text).pooler_output
-        cf_f = model.get_text_features(**cf).pooler_output
+        text_f = model.get_text_features(**text.to(device)).pooler_output
+        cf_f = model.get_text_features(**cf.to(device)).pooler_output
         loss = loss_fn(image_f, text_f, cf_f, None)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
         if step >= warmup:
             times.append(time.perf_counter() - started)
-    return {"pairs_per_s": batch / statistics.median(times), "peak_rss_mib": peak_rss_mib()}
+    return {"pairs_per_s": batch / statistics.median(times), "peak_rss_mib": peak_rss_mib(), **gpu_memory(device)}
 
 
 def ours(model_dir: Path, csv: Path, batch: int, frozen: int, warmup: int, steps: int, work: Path,
-         precision: str, seed: int = 0, cache: Path | None = None) -> dict:
+         precision: str, seed: int = 0, cache: Path | None = None, device: str = "cpu",
+         checkpointing: bool | None = None, workers: int = 0) -> dict:
     table = read_table(csv)
     train_t = type(table)([r for r in table.records if r.split == "train"], table.base_dir, table.source)
     val_t = type(table)([r for r in table.records if r.split == "val"], table.base_dir, table.source)
     config = TrainConfig(model=str(model_dir), batch_size=batch, freeze_text_layers=frozen, precision=precision,
-                         device="cpu", max_steps=warmup + steps, val_every_steps=10_000, seed=seed,
-                         pixel_cache_dir=str(cache or work / "pixel-cache"))
+                         device=device, max_steps=warmup + steps, val_every_steps=10_000, seed=seed,
+                         pixel_cache_dir=str(cache or work / "pixel-cache"), gradient_checkpointing=checkpointing,
+                         num_workers=workers)
     records: list[dict] = []
     train(config, train_t, val_t, work / f"run-{precision}-{seed}", log=records.append)
     timed = [r for r in records if "loss" in r][warmup:]
     return {"pairs_per_s": batch / statistics.median(r["data_time"] + r["step_time"] for r in timed),
             "data_time_per_step_s": statistics.mean(r["data_time"] for r in timed),
             "first_step_data_time_s": next(r for r in records if "loss" in r)["data_time"],
-            "peak_rss_mib": peak_rss_mib()}
+            "peak_rss_mib": peak_rss_mib(), **gpu_memory(device)}
+
+
+def gpu_memory(device: str) -> dict:
+    """Peak GPU memory since the last reset (then reset), for a CUDA device."""
+    if not device.startswith("cuda"):
+        return {}
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    return {"peak_gpu_gib": round(peak, 2)}
 
 
 def worker(args: argparse.Namespace) -> None:

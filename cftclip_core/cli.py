@@ -1,4 +1,5 @@
-"""Command line: ``python -m cftclip_core {score,eval,models,synthetic,counterfactual,train}``.
+"""Command line: ``python -m cftclip_core {score,eval,models,synthetic,counterfactual,convert,train}`` (counterfactual
+and convert: ``cftclip_core.data_commands``).
 
 Runtime files go to the instance folder (``$CFTCLIP_INSTANCE`` or ``./instance``), the same one the
 app uses, so the app and the command line share embedding caches, downloaded media and models.
@@ -13,26 +14,38 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from cftclip_core import counterfactuals as cf
 from cftclip_core import models, synthetic
-from cftclip_core.embedding_cache import EmbeddingCache
+from cftclip_core.data_commands import (
+    add_convert_parser,
+    add_counterfactual_parser,
+    add_layout_arguments,
+    read_layout_table,
+)
 from cftclip_core.distributed import ranks_from_environment, shutdown
-from cftclip_core.evaluation import check_evaluable, evaluate_checkpoint, evaluate_scores, read_scores, score_records
-from cftclip_core.heartbeat import Heartbeat
+from cftclip_core.embedding_cache import EmbeddingCache
 from cftclip_core.errors import CftClipError, ConfigError, DataError
-from cftclip_core.formats import TEXT_FIELDS, Table, problems_message, read_table, write_table
-from cftclip_core.images import PixelCache, load_image, normalize, resize_and_crop
+from cftclip_core.evaluation import (
+    check_evaluable,
+    check_threshold_source,
+    evaluate_checkpoint,
+    evaluate_scores,
+    read_scores,
+    score_records,
+)
+from cftclip_core.formats import TEXT_FIELDS, Table, problems_message, read_table
+from cftclip_core.heartbeat import Heartbeat
+from cftclip_core.images import PixelCache
 from cftclip_core.instance import instance_dir
 from cftclip_core.media_store import MediaStore
 from cftclip_core.scoring import PRECISIONS, ScoreOptions
-from cftclip_core.table_images import check_table_images
+from cftclip_core.specs.replication import REPLICATE_ORIGINAL, THRESHOLD_SOURCES, resolve_threshold_from
 from cftclip_core.specs.training import TrainConfig, as_text
+from cftclip_core.table_images import check_table_images
 from cftclip_core.training import train
 
 log = logging.getLogger("cftclip_core")
@@ -67,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--text", choices=TEXT_FIELDS, default="summary", help="text field to score (default: summary)")
     score.add_argument("--out", required=True, type=Path, help="scores file to write (.csv)")
     score.add_argument("--batch-size", type=int, default=64)
-    score.add_argument("--precision", choices=PRECISIONS, default="auto")
+    score.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="fp32 (default), bf16, or auto (bf16 where the device supports it)")
     score.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     score.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     score.add_argument("--skip-bad-rows", action="store_true",
@@ -76,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow reading a pickled DataFrame (runs code from the file: only for your own files)")
     score.add_argument("--allow-private-urls", action="store_true",
                        help="allow image URLs on private or loopback addresses")
+    add_layout_arguments(score)
     score.set_defaults(run=run_score)
 
     evaluate = commands.add_parser("eval", help="metrics of a scores file at a threshold")
@@ -83,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", default="val-median",
                           help="val-median, f1-optimal, or a number (default: %(default)s)")
     evaluate.add_argument("--val", type=Path, default=None,
-                          help="scores file for choosing the threshold (default: rows of --scores whose split is 'val')")
+                          help="scores of the training run's validation pairs, for choosing the threshold "
+                               "(--threshold-from train-val)")
+    evaluate.add_argument("--threshold-from", choices=THRESHOLD_SOURCES, default=None,
+                          help="where the threshold is chosen: train-val (the scores in --val: the training run's "
+                               "validation pairs, as the original code) or eval-val (the rows of --scores whose split "
+                               "is --val-split) (default: train-val with --val, else eval-val)")
     evaluate.add_argument("--val-split", default="val")
     evaluate.add_argument("--test-split", default=None,
                           help="evaluate only rows of this split (default: every row not used for validation)")
@@ -125,53 +145,46 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--overwrite", action="store_true")
     synth.set_defaults(run=run_synthetic)
 
-    counter = commands.add_parser("counterfactual", help="add counterfactual texts (PERSON names replaced) to a table")
-    counter.add_argument("--data", required=True, type=Path, help="table file (.csv, .jsonl, .parquet)")
-    counter.add_argument("--out", required=True, type=Path, help="table to write, with the counterfactual columns")
-    counter.add_argument("--text", choices=TEXT_FIELDS, default="summary", help="text field (default: summary)")
-    counter.add_argument("--tagger", default="auto",
-                         help="rule, names:FILE (one name a line, or a synthetic world.json), spacy[:MODEL], "
-                              "hf:MODEL, or auto: the world's names when world.json sits beside the table, "
-                              "else rule (default: auto)")
-    counter.add_argument("--infiller", default="swap",
-                         help="swap (another PERSON name of the corpus) or mlm[:MODEL] (masked LM, default "
-                              f"{cf.DEFAULT_MLM}) (default: swap)")
-    counter.add_argument("--temperature", type=float, default=2.0, help="masked-LM sampling temperature (the paper: 2.0)")
-    counter.add_argument("--max-tries", type=int, default=10)
-    counter.add_argument("--per-text", type=int, default=1, help="counterfactuals to keep per text")
-    counter.add_argument("--budget", type=float, default=0.3, help="largest fraction of a text masked (the paper: 0.3)")
-    counter.add_argument("--seed", type=int, default=0)
-    counter.add_argument("--model", default="none",
-                         help="model for the CLIP filter (keep a candidate only if it scores lower than the "
-                              "original), or none to keep the first differing candidate (default: none)")
-    counter.add_argument("--device", default=None, help="torch device for the models (default: cuda if available)")
-    counter.set_defaults(run=run_counterfactual)
+    add_counterfactual_parser(commands)
+    add_convert_parser(commands)
 
     trainer = commands.add_parser(
         "train", help="fine-tune a CLIP model (the paper's CFT loss by default)",
         description="Every training setting is a flag; --config JSON sets several, flags override it. "
                     f"On SIGTERM the run saves RUN/last and exits with status {EXIT_TERMINATED}; --resume continues it.")
     trainer.add_argument("--train", required=True, type=Path, help="training table")
-    trainer.add_argument("--val", required=True, type=Path, help="validation table")
+    trainer.add_argument("--val", type=Path, default=None,
+                         help="validation table (default: the --train table's rows whose split is 'val'; its 'train' "
+                              "rows train)")
     trainer.add_argument("--out", required=True, type=Path, help="run folder (best/, last/, log.jsonl, metrics.json)")
     trainer.add_argument("--config", type=Path, default=None, help="JSON object of training settings (the flags' names with underscores)")
     trainer.add_argument("--resume", action="store_true", help="continue the run stopped in --out (from last/)")
     trainer.add_argument("--eval", type=Path, default=None,
                          help="labelled table to score with the best model after training (writes RUN/eval/)")
     trainer.add_argument("--threshold", default="val-median",
-                         help="threshold for --eval: val-median, f1-optimal or a number (default: val-median, from "
-                              "the eval table's 'val' rows, else from --val)")
+                         help="threshold for --eval: val-median, f1-optimal or a number (default: val-median)")
+    trainer.add_argument("--threshold-from", choices=THRESHOLD_SOURCES, default=None,
+                         help="where --eval's threshold is chosen: train-val (the --val pairs, as the original code) "
+                              "or eval-val (the eval table's 'val' rows) (default: train-val for val-median, "
+                              "eval-val for f1-optimal)")
+    trainer.add_argument("--eval-precision", choices=PRECISIONS, default=None,
+                         help="precision of --eval's scoring (default: fp32)")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flags = [f"--{f.name.replace('_', '-')}", *TRAIN_FLAG_ALIASES.get(f.name, [])]
+        switch = {"nargs": "?", "const": "true"} if str(f.type).startswith("bool") else {}  # --flag alone: true
         trainer.add_argument(*flags, dest=f"cfg_{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(),
-                             help=f"{f.name} (default: {as_text(getattr(defaults, f.name)) or 'none'})")
+                             help=f"{f.name} (default: {as_text(getattr(defaults, f.name)) or 'none'})"
+                             + (f"; {REPLICATE_ORIGINAL.flag} alone: the released code's choices "
+                                f"({', '.join(f'{k}={as_text(v)}' for k, v in REPLICATE_ORIGINAL.train.items())}, "
+                                f"threshold from {REPLICATE_ORIGINAL.threshold_from}, fp32 scoring)"
+                                if f.name == "replicate_original" else ""), **switch)
     trainer.set_defaults(run=run_train)
     return parser
 
 
 def run_score(args: argparse.Namespace) -> int:
-    table = read_table(args.data, skip_bad_rows=args.skip_bad_rows, allow_pickle=args.trust_pickle)
+    table = read_layout_table(args, skip_bad_rows=args.skip_bad_rows)
     for problem in table.skipped:
         print(f"skipped: {problem}", file=sys.stderr)
     root = instance_dir()
@@ -208,11 +221,19 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    threshold = _threshold_arg(args.threshold)
+    source = args.threshold_from or ("train-val" if args.val is not None else "eval-val")
+    if source == "train-val" and args.val is None:
+        raise ConfigError("--threshold-from train-val takes the threshold from the training run's validation pairs: "
+                          "give their scores with --val FILE (score them with 'score').")
+    if source == "eval-val" and args.val is not None:
+        raise ConfigError("--val gives the training run's validation scores, but --threshold-from eval-val takes the "
+                          "threshold from the rows of --scores; drop one of them.")
     scores = read_scores(args.scores)
-    result = evaluate_scores(scores, _threshold_arg(args.threshold),
-                             val=read_scores(args.val) if args.val is not None else None,
+    result = evaluate_scores(scores, threshold, val=read_scores(args.val) if args.val is not None else None,
                              val_split=args.val_split, test_split=args.test_split, n_bootstrap=args.bootstrap,
-                             seed=args.seed, source=str(args.scores))
+                             seed=args.seed, source=str(args.scores),
+                             threshold_from=source if isinstance(threshold, str) else None)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
@@ -260,105 +281,6 @@ def run_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_counterfactual(args: argparse.Namespace) -> int:
-    table = read_table(args.data)
-    tagger = _tagger(args.tagger, table, args.device)
-    texts = [r.text(args.text) for r in table.records]
-    infiller = _infiller(args.infiller, tagger, texts, args.temperature, args.device)
-    scorer = None
-    if args.model.lower() != "none":
-        loaded = models.load_model(args.model, cache_dir=instance_dir() / "models",
-                                   device=args.device or _default_device())
-        if loaded.is_tiny:
-            print(f"note: '{loaded.name}' has random weights; its filter decisions carry no meaning.", file=sys.stderr)
-        scorer = ModelScorer(loaded, table)
-    with tqdm(total=len(table.records), desc="counterfactuals", unit="text") as bar:
-        records = cf.counterfactual_table(
-            table.records, args.text, tagger, infiller, scorer=scorer, max_tries=args.max_tries,
-            per_text=args.per_text, seed=args.seed, budget=args.budget,
-            progress=lambda done, total: bar.update(done - bar.n))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_table(records, args.out)
-    counts = {status: sum(r.extra["cf_status"] == status for r in records) for status in cf.STATUSES}
-    print(f"counterfactuals for {len(records)} texts ({_component(tagger)}, {_component(infiller)}, "
-          f"filter {'none' if scorer is None else args.model}, seed {args.seed}): "
-          + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    if counts["no_person"]:
-        print(f"note: {counts['no_person']} text(s) name no PERSON and have no counterfactual; training skips them.",
-              file=sys.stderr)
-    print(f"wrote {args.out}")
-    return 0
-
-
-def _component(component: object) -> str:
-    return str(getattr(component, "name", type(component).__name__))
-
-
-def _tagger(spec: str, table: Table, device: str | None) -> cf.EntityTagger:
-    kind, _, value = spec.partition(":")
-    if kind == "auto" and not value:
-        names = _world_names(table.base_dir / "world.json")
-        return cf.KnownNamesTagger(names) if names else cf.RuleBasedPersonTagger()
-    if kind == "rule" and not value:
-        return cf.RuleBasedPersonTagger()
-    if kind == "names" and value:
-        return cf.KnownNamesTagger(_names_file(Path(value)))
-    if kind == "spacy":
-        return cf.SpacyTagger(value or "en_core_web_trf")
-    if kind == "hf" and value:
-        return cf.HFTokenClassificationTagger(value, device=device)
-    raise ConfigError(f"--tagger '{spec}' is not known; use rule, names:FILE, spacy[:MODEL], hf:MODEL or auto.")
-
-
-def _world_names(path: Path) -> list[str] | None:
-    return synthetic.load_world(path).names if path.is_file() else None
-
-
-def _names_file(path: Path) -> list[str]:
-    if not path.is_file():
-        raise ConfigError(f"No names file at '{path}'; give a text file with one name a line, or a world.json.")
-    if path.suffix == ".json":
-        return synthetic.load_world(path).names
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _infiller(spec: str, tagger: cf.EntityTagger, texts: Sequence[str], temperature: float,
-              device: str | None) -> cf.Infiller:
-    kind, _, value = spec.partition(":")
-    if kind == "swap" and not value:
-        pool = tagger.names if isinstance(tagger, cf.KnownNamesTagger) else cf.collect_names(texts, tagger)
-        return cf.EntitySwapInfiller(pool)
-    if kind == "mlm":
-        return cf.MaskedLMInfiller(value or cf.DEFAULT_MLM, temperature=temperature, device=device)
-    raise ConfigError(f"--infiller '{spec}' is not known; use swap or mlm[:MODEL].")
-
-
-class ModelScorer:
-    """The CLIP filter's scorer: cosine similarity of a record's image with each text under ``loaded``."""
-
-    def __init__(self, loaded: models.LoadedModel, table: Table) -> None:
-        self.loaded = loaded
-        self.paths = {r.image: table.image_path(r) for r in table.records}
-        self._images: dict[str, Any] = {}
-
-    def __call__(self, key: str, texts: Sequence[str]) -> list[float]:
-        import torch
-
-        loaded = self.loaded
-        with torch.inference_mode():
-            if key not in self._images:
-                crop = resize_and_crop(load_image(self.paths[key]), loaded.preprocess)
-                pixels = normalize(torch.from_numpy(crop[None]).to(loaded.device), loaded.preprocess)
-                image = loaded.model.get_image_features(pixel_values=pixels).pooler_output
-                self._images[key] = torch.nn.functional.normalize(image.float(), dim=-1)[0]
-            enc = loaded.tokenizer(list(texts), padding=True, truncation=True, max_length=loaded.max_text_tokens,
-                                   return_tensors="pt")
-            text = loaded.model.get_text_features(input_ids=enc["input_ids"].to(loaded.device),
-                                                  attention_mask=enc["attention_mask"].to(loaded.device)).pooler_output
-            text = torch.nn.functional.normalize(text.float(), dim=-1)
-            return (text @ self._images[key]).cpu().tolist()
-
-
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The run's config: defaults, then --config JSON, then flags; validated, errors naming the field."""
     values: dict[str, Any] = {}
@@ -378,10 +300,17 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def run_train(args: argparse.Namespace) -> int:
     config = train_config(args)
     ranks = ranks_from_environment()
-    train_table, val_table = read_table(args.train), read_table(args.val)
+    train_table, val_table = _train_and_val(args.train, args.val)
     eval_table = read_table(args.eval) if args.eval is not None else None
+    threshold = _threshold_arg(args.threshold)
+    threshold_from = resolve_threshold_from(threshold, args.threshold_from, replicate=config.replicate_original)
+    eval_precision = args.eval_precision or REPLICATE_ORIGINAL.scoring_precision or "fp32"
+    if config.replicate_original and eval_precision != REPLICATE_ORIGINAL.scoring_precision:
+        raise ConfigError(f"--eval-precision {eval_precision} contradicts {REPLICATE_ORIGINAL.label}, which scores in "
+                          f"{REPLICATE_ORIGINAL.scoring_precision}; leave it out or drop the preset.")
     if eval_table is not None:
         check_evaluable(eval_table, str(args.eval))
+        check_threshold_source(eval_table, threshold, threshold_from, val_table)
     beat = Heartbeat(args.out, enabled=ranks.is_main).start()  # alive while loading, training and evaluating
     stop_requested = threading.Event()
     handles_signal = threading.current_thread() is threading.main_thread()  # only there can Python set handlers
@@ -389,6 +318,8 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, train_table, val_table, args.out, stop=stop_requested.is_set, resume=args.resume,
                        log=_print_record, ranks=ranks, heartbeat=beat)
+        if ranks.is_main:
+            print(_data_line(result.data), flush=True)
         if result.interrupted:
             print(f"stopped by SIGTERM at step {result.steps}; resume with the same command plus --resume "
                   f"(checkpoint {result.last_dir})", flush=True)
@@ -396,11 +327,13 @@ def run_train(args: argparse.Namespace) -> int:
         if eval_table is not None and ranks.is_main:
             beat.beat(phase="evaluating")
             report = evaluate_checkpoint(result.best_dir, eval_table, Path(args.out) / "eval",
-                                         text_field=config.text_field, threshold=_threshold_arg(args.threshold),
-                                         val_table=val_table, device=config.device, seed=config.seed)
+                                         text_field=config.text_field, threshold=threshold,
+                                         threshold_from=threshold_from, val_table=val_table, device=config.device,
+                                         precision=eval_precision, seed=config.seed)
             f1 = report["metrics"]["f1"]["value"]
+            where = f" from {threshold_from}" if threshold_from else ""
             print(f"evaluation on {args.eval}: F1 {f1 if f1 is None else round(f1, 4)} at threshold "
-                  f"{report['threshold']['value']:.4f} ({report['threshold']['strategy']}); "
+                  f"{report['threshold']['value']:.4f} ({report['threshold']['strategy']}{where}, {eval_precision}); "
                   f"wrote {Path(args.out) / 'eval'}", flush=True)
     except BaseException:
         beat.beat(phase="failed")
@@ -415,6 +348,32 @@ def run_train(args: argparse.Namespace) -> int:
                           "stopped_early": result.stopped_early}), flush=True)
         print(f"best checkpoint: {result.best_dir}", flush=True)
     return 0
+
+
+def _train_and_val(train_path: Path, val_path: Path | None) -> tuple[Table, Table]:
+    """The training and validation tables: two files, or one file's 'train' and 'val' rows."""
+    table = read_table(train_path)
+    if val_path is not None:
+        return table, read_table(val_path)
+    parts = {split: [r for r in table.records if r.split == split] for split in ("train", "val")}
+    empty = [split for split, records in parts.items() if not records]
+    if empty:
+        raise DataError(f"{train_path} has no rows with split {' or '.join(repr(s) for s in empty)}; give --val FILE, "
+                        "or mark the rows (python -m cftclip_core convert ... --val-fraction 0.05).")
+    return (dataclasses.replace(table, records=parts["train"]), dataclasses.replace(table, records=parts["val"]))
+
+
+def _data_line(data: dict[str, Any]) -> str:
+    """What trained, in one line: items used, left out and why, texts cut to the window."""
+    parts = []
+    for name in ("train", "val"):
+        report = data.get(name) or {}
+        dropped = ", ".join(f"{reason} {n}" for reason, n in report.get("dropped", {}).items())
+        parts.append(f"{name} {report.get('used')} of {report.get('items')} items"
+                     + (f" (left out: {dropped})" if dropped else "")
+                     + (f", {report['truncated']} cut to the token window" if report.get("truncated") else ""))
+    subset = (data.get("train") or {}).get("subset", "")
+    return "data: " + "; ".join(parts) + (f"; item subset {subset}" if subset else "")
 
 
 def _print_record(record: dict[str, Any]) -> None:
@@ -435,7 +394,7 @@ def _default_device() -> str:
 class _ProgressBars:
     """One tqdm bar per scoring stage."""
 
-    def __enter__(self) -> "_ProgressBars":
+    def __enter__(self) -> _ProgressBars:
         self.bars: dict[str, tqdm] = {}
         return self
 

@@ -102,8 +102,9 @@ def device_for(ranks: Ranks, requested: str | None) -> torch.device:
 
 
 def init_process_group(ranks: Ranks, device: torch.device) -> None:
-    """Join the run's process group (NCCL on GPUs, gloo on CPUs); nothing for a single process."""
-    if not ranks.distributed or (dist.is_available() and dist.is_initialized()):
+    """Join the run's process group (NCCL on GPUs, gloo on CPUs); nothing for a process started on its own (a
+    launcher's single process joins a group of one, so a one-GPU torchrun exercises the same path as many)."""
+    if (not ranks.distributed and ranks.launcher == "single") or (dist.is_available() and dist.is_initialized()):
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)

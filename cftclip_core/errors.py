@@ -39,3 +39,7 @@ class TrainingError(CftClipError):
 
 class CounterfactualError(CftClipError):
     """Counterfactual texts cannot be generated as asked (bad name pool, scorer output, tagger spans)."""
+
+
+class StorageError(CftClipError):
+    """A file cannot be written: the disk is full, over its quota, read-only, or the folder not writable."""

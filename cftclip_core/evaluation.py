@@ -105,11 +105,14 @@ def evaluate_scores(
     n_bootstrap: int = 1000,
     seed: int = 0,
     source: str = "the scores",
+    threshold_from: str | None = None,
 ) -> dict[str, Any]:
     """The evaluation report as a JSON-ready dict.
 
     The threshold comes from ``val`` or, without it, from the rows whose split is ``val_split``;
-    the metrics from the remaining rows (only those of ``test_split`` if given).
+    the metrics from the remaining rows (only those of ``test_split`` if given). ``threshold_from``
+    names that source in the report (``train-val``: the training run's validation pairs; ``eval-val``:
+    the evaluated table's own 'val' rows).
     """
     if val is not None:
         test, where = scores, "no rows in the validation scores given"
@@ -135,7 +138,7 @@ def evaluate_scores(
     chosen = metrics.choose_threshold(threshold, val["similarity"].to_numpy(float), val_labels)
     report = metrics.evaluate(test["similarity"].to_numpy(float), test["label"].to_numpy(dtype=int), chosen,
                               n_bootstrap=n_bootstrap, seed=seed)
-    return {"scores": source, "n_validation": int(len(val)), **report.to_dict()}
+    return {"scores": source, "n_validation": int(len(val)), "threshold_from": threshold_from, **report.to_dict()}
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -164,28 +167,57 @@ def evaluate_checkpoint(
     *,
     text_field: str,
     threshold: str | float,
+    threshold_from: str | None = None,
     val_table: Table | None = None,
     device: str | None = None,
+    precision: str = "fp32",
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Score ``table`` with the model in ``model_dir``; write ``scores.csv`` and ``metrics.json`` in ``out_dir``.
 
-    The threshold comes from the table's ``val`` rows or, if it has none, from ``val_table`` (the
-    training run's validation set: the original code's val-median is the median score of its matched
-    pairs). Metrics cover the labelled rows outside the validation split; every row is scored.
+    ``threshold_from`` says where the threshold is chosen: ``train-val`` scores ``val_table`` (the training
+    run's validation pairs: the original code's val-median is the median score of those matched pairs),
+    ``eval-val`` uses ``table``'s own 'val' rows (labelled, e.g. for f1-optimal); None for a fixed number.
+    Metrics cover the labelled rows outside the 'val' split; every row is scored, in ``precision`` (fp32
+    unless bf16 is asked for).
     """
     from cftclip_core.models import load_model  # heavy; only evaluation needs it here
 
+    check_threshold_source(table, threshold, threshold_from, val_table)
     loaded = load_model(str(model_dir), device=device)
-    frame, _ = score_table(loaded, table, text_field)
+    options = ScoreOptions(precision=precision)
+    frame, _ = score_table(loaded, table, text_field, options=options)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores_path = out_dir / "scores.csv"
     frame.to_csv(scores_path, index=False)
-    val = None
-    if not (frame["split"] == "val").any() and val_table is not None:
-        val, _ = score_table(loaded, val_table, text_field)
-    scored = frame[(frame["split"] == "val") | frame["label"].notna()] if val is None else frame[frame["label"].notna()]
-    report = evaluate_scores(scored, threshold, val=val, n_bootstrap=n_bootstrap, seed=seed, source=str(scores_path))
+    labelled = frame[frame["label"].notna() & (frame["split"] != "val")]
+    if threshold_from == "train-val":
+        val, _ = score_table(loaded, val_table, text_field, options=options)  # type: ignore[arg-type]
+        report = evaluate_scores(labelled, threshold, val=val, n_bootstrap=n_bootstrap, seed=seed,
+                                 source=str(scores_path), threshold_from=threshold_from)
+    else:
+        scored = frame[(frame["split"] == "val") | (frame["label"].notna())]
+        report = evaluate_scores(scored, threshold, n_bootstrap=n_bootstrap, seed=seed, source=str(scores_path),
+                                 threshold_from=threshold_from)
+    report["precision"] = precision
     write_json(out_dir / "metrics.json", report)
     return report
+
+
+def check_threshold_source(table: Table, threshold: str | float, threshold_from: str | None,
+                           val_table: Table | None) -> None:
+    """Refuse, before any training or scoring, a threshold whose source cannot give it."""
+    if not isinstance(threshold, str):
+        return
+    if threshold_from == "eval-val" and not any(r.split == "val" for r in table.records):
+        raise DataError(f"threshold_from='eval-val' takes the {threshold} threshold from the evaluation table's 'val' "
+                        "rows, but it has none; use threshold_from='train-val' (the training run's validation pairs) "
+                        "or give the evaluation table 'val' rows.")
+    if threshold_from == "train-val":
+        if val_table is None:
+            raise DataError("threshold_from='train-val' needs the training run's validation table.")
+        if threshold == "f1-optimal" and not any(r.label is not None for r in val_table.records):
+            raise DataError("The f1-optimal threshold needs labelled validation pairs, but the training run's "
+                            "validation table has no labels; use threshold_from='eval-val' (the evaluation table's "
+                            "labelled 'val' rows) or the val-median threshold.")

@@ -10,16 +10,20 @@ Safety rules, applied to the first URL and to every redirect hop (at most ``MAX_
   is pinned, so a second DNS answer cannot redirect it (no DNS rebinding); the original ``Host``
   header is sent, and for https the TLS handshake uses the host name for SNI and certificate
   verification, which stays on;
-- ``timeout`` is one budget for the whole download (connect, redirects and body), so a server
-  that trickles bytes cannot hold a worker forever. Name resolution itself (getaddrinfo) cannot be
-  interrupted by the standard library and is not counted;
+- ``timeout`` is one budget for the whole download (connect, TLS handshake, status line and
+  headers, redirects, chunk-size lines and body): when it runs out a timer shuts the connection's
+  socket down, so a server that trickles bytes, each read just inside a per-read timeout, cannot
+  hold a worker. Name resolution itself (getaddrinfo) cannot be interrupted by the standard
+  library and is not counted;
 - ``max_bytes`` is enforced from Content-Length and again on the bytes actually received;
 - the body must decode as an allowed image (``images.decode_image``) before it is stored.
 
 Environment proxies (``HTTP(S)_PROXY``) are not used: pinning needs a direct connection.
 
-Cache: the store root holds ``url_index.json`` mapping URL -> SHA-256 (written atomically). A URL
-found there whose file is still in the store is returned without any network traffic.
+Cache: the store root holds ``url_index.json`` mapping URL -> SHA-256 and whether the download
+went through a private address (written atomically). A URL found there whose file is still in the
+store is returned without any network traffic, unless it came from a private address and private
+addresses are not allowed now: then it is fetched again, under the rules above.
 
 Progress: ``fetch_many`` takes a ``progress(done, total)`` callable; command-line code can pass
 a tqdm bar's update there (tqdm is not imported here).
@@ -36,6 +40,7 @@ import os
 import socket
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -43,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
-from cftclip_core.errors import FetchError, ImageError
+from cftclip_core.errors import FetchError, ImageError, StorageError
 from cftclip_core.images import ImageLimits, decode_image
 from cftclip_core.media_store import MediaStore, StoredMedia
 
@@ -156,8 +161,9 @@ def _address_reason(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str 
     return None if addr.is_global else "non-public"
 
 
-def _resolve(target: _Target, original: str, allow_private: bool) -> str:
-    """The address to connect to, after checking every address the host resolves to."""
+def _resolve(target: _Target, original: str, allow_private: bool) -> tuple[str, bool]:
+    """The address to connect to, after checking every address the host resolves to, and whether
+    the host has a private (non-public) address."""
     try:
         infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
@@ -169,28 +175,85 @@ def _resolve(target: _Target, original: str, allow_private: bool) -> str:
     addresses = sorted(dict.fromkeys(info[4][0] for info in infos), key=lambda ip: ":" in ip)
     if not addresses:
         raise FetchError(f"Cannot download {original}: the host {target.host} has no address. Check the URL.")
-    if not allow_private:
-        for ip in addresses:
-            reason = _refusal_reason(ip)
-            if reason is not None:
-                raise FetchError(
-                    f"Refusing to download {original}: {target.host} resolves to {ip}, a {reason} address. "
-                    + _ALLOW_PRIVATE_HINT
-                )
-    return addresses[0]  # only the first is tried; it is the one that was checked
+    private = False
+    for ip in addresses:
+        reason = _refusal_reason(ip)
+        private = private or reason is not None
+        if reason is not None and not allow_private:
+            raise FetchError(
+                f"Refusing to download {original}: {target.host} resolves to {ip}, a {reason} address. "
+                + _ALLOW_PRIVATE_HINT
+            )
+    return addresses[0], private  # only the first is tried; it is the one that was checked
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to a fixed IP while TLS (SNI + certificate check) uses the URL's host name."""
+class _Deadline:
+    """The one time budget of a download. When it runs out, a timer shuts down every socket the
+    download opened, so that a read blocked on a server that trickles bytes ends at once."""
 
-    def __init__(self, ip: str, port: int, *, server_hostname: str, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(ip, port, timeout=timeout, context=context)
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._watched: list[socket.socket] = []
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        left = self._end - time.monotonic()
+        if left <= 0 or self.expired:
+            raise TimeoutError
+        return left
+
+    def watch(self, sock: socket.socket) -> None:
+        # A duplicate of the descriptor: TLS wrapping detaches the original object, and shutdown acts on
+        # the connection whichever descriptor names it, without touching the TLS layer's state.
+        duplicate = sock.dup()
+        with self._lock:
+            self._watched.append(duplicate)
+            if self.expired:
+                _shut(duplicate)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._watched:
+                _shut(sock)
+
+    def close(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._watched:
+                sock.close()
+            self._watched.clear()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed by the other side
+        pass
+
+
+class _PinnedConnection(http.client.HTTPConnection):
+    """HTTP, or HTTPS with ``tls``, to a fixed IP: the TLS handshake uses the URL's host name (SNI and
+    certificate check), and the socket is watched by the download's deadline."""
+
+    def __init__(self, ip: str, port: int, *, deadline: _Deadline, tls: ssl.SSLContext | None, server_hostname: str) -> None:
+        super().__init__(ip, port, timeout=deadline.remaining())
+        self._deadline = deadline
+        self._tls = tls
         self._server_hostname = server_hostname
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), self.timeout)
+        sock = socket.create_connection((self.host, self.port), self._deadline.remaining())
+        self._deadline.watch(sock)
+        if self._tls is None:
+            self.sock = sock
+            return
         try:
-            self.sock = self._context.wrap_socket(sock, server_hostname=self._server_hostname)
+            self.sock = self._tls.wrap_socket(sock, server_hostname=self._server_hostname)
         except BaseException:
             sock.close()
             raise
@@ -207,33 +270,31 @@ def _default_ssl_context() -> ssl.SSLContext:
     return context
 
 
-def _download(url: str, settings: _Settings) -> bytes:
-    deadline = time.monotonic() + settings.timeout
+def _download(url: str, settings: _Settings) -> tuple[bytes, bool]:
+    """The body of ``url`` after redirects, and whether any hop went to a private address."""
+    deadline = _Deadline(settings.timeout)
+    try:
+        return _follow(url, settings, deadline)
+    except TimeoutError:
+        raise _timed_out(url, settings) from None
+    finally:
+        deadline.close()
 
-    def remaining() -> float:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        return left
 
+def _follow(url: str, settings: _Settings, deadline: _Deadline) -> tuple[bytes, bool]:
     current = url
+    private = False
     for _ in range(MAX_REDIRECTS + 1):
         target = _parse(current, url)
-        ip = _resolve(target, url, settings.allow_private)
-        conn: http.client.HTTPConnection | None = None
+        ip, hop_private = _resolve(target, url, settings.allow_private)
+        private = private or hop_private
+        tls = (settings.ssl_context or _default_ssl_context()) if target.scheme == "https" else None
+        conn = _PinnedConnection(ip, target.port, deadline=deadline, tls=tls, server_hostname=target.host)
         sock: socket.socket | None = None
         response: http.client.HTTPResponse | None = None
         try:
-            if target.scheme == "https":
-                conn = _PinnedHTTPSConnection(
-                    ip, target.port, server_hostname=target.host, timeout=remaining(),
-                    context=settings.ssl_context or _default_ssl_context(),
-                )
-            else:
-                conn = http.client.HTTPConnection(ip, target.port, timeout=remaining())
             conn.connect()
             sock = conn.sock  # kept: http.client drops conn.sock when the server closes after the reply
-            sock.settimeout(remaining())
             headers = {"Host": target.host_header, "User-Agent": _USER_AGENT, "Accept": "image/*"}
             conn.request("GET", target.request_path, headers=headers)
             response = conn.getresponse()
@@ -257,27 +318,21 @@ def _download(url: str, settings: _Settings) -> bytes:
                 raise _too_large(url, settings.max_bytes, f"it announces {int(declared):,} bytes")
             chunks: list[bytes] = []
             received = 0
-            while True:
-                sock.settimeout(remaining())
-                chunk = response.read1(_CHUNK)
-                if not chunk:
-                    break
+            while chunk := response.read1(_CHUNK):
                 received += len(chunk)
                 if received > settings.max_bytes:
                     raise _too_large(url, settings.max_bytes, "more bytes arrived")
                 chunks.append(chunk)
-            return b"".join(chunks)
-        except TimeoutError:
-            raise FetchError(
-                f"Downloading {url} timed out after {settings.timeout:g} s. Retry later, raise the "
-                "timeout, or download the image manually and put its file path in the table."
-            ) from None
+            deadline.remaining()  # a socket shut down by the deadline reads as the end of the body
+            return b"".join(chunks), private
         except ssl.SSLCertVerificationError as exc:
             raise FetchError(
                 f"Cannot download {url}: the TLS certificate of {target.host} is not valid ({exc.verify_message}). "
                 "Use a URL whose certificate is valid or download the image manually."
             ) from None
         except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, TimeoutError) or deadline.expired:
+                raise TimeoutError from None
             raise FetchError(
                 f"Cannot download {url}: network error ({exc}). Check your connection and retry, "
                 "or download the image manually."
@@ -289,6 +344,13 @@ def _download(url: str, settings: _Settings) -> bytes:
     raise FetchError(f"Cannot download {url}: more than {MAX_REDIRECTS} redirects. Use the final image URL instead.")
 
 
+def _timed_out(url: str, settings: _Settings) -> FetchError:
+    return FetchError(
+        f"Downloading {url} timed out after {settings.timeout:g} s. Retry later, raise the "
+        "timeout, or download the image manually and put its file path in the table."
+    )
+
+
 def _too_large(url: str, max_bytes: int, detail: str) -> FetchError:
     return FetchError(
         f"Cannot download {url}: the response is larger than the limit of {max_bytes:,} bytes ({detail}). "
@@ -296,8 +358,8 @@ def _too_large(url: str, max_bytes: int, detail: str) -> FetchError:
     )
 
 
-def _fetch_one(url: str, store: MediaStore, settings: _Settings) -> StoredMedia:
-    data = _download(url, settings)
+def _fetch_one(url: str, store: MediaStore, settings: _Settings) -> tuple[StoredMedia, bool]:
+    data, private = _download(url, settings)
     try:
         decoded = decode_image(data, settings.limits, name=url)
     except ImageError as exc:
@@ -305,24 +367,19 @@ def _fetch_one(url: str, store: MediaStore, settings: _Settings) -> StoredMedia:
             f"Downloaded {url} but it is not a usable image: {exc} If the URL is a web page rather than "
             "the picture itself, use the image's own address (right-click the image, copy image address)."
         ) from None
-    try:
-        media = store.put_bytes(data, decoded.suffix)
-    except OSError as exc:
-        raise FetchError(
-            f"Downloaded {url} but could not save it in the media store at {store.root} ({exc}). "
-            "Check that the folder is writable and the disk has free space, then retry."
-        ) from None
+    media = store.put_bytes(data, decoded.suffix)  # StorageError (e.g. a full disk) ends the whole batch
     logger.info("fetched %s (%d bytes) -> %s", url, len(data), media.sha256)
-    return media
+    return media, private
 
 
 class _UrlIndex:
-    """url -> sha256, persisted as JSON in the store root. A lost or corrupt index only costs re-downloads."""
+    """url -> (sha256, came from a private address), persisted as JSON in the store root. A lost or
+    corrupt index only costs re-downloads."""
 
     def __init__(self, store: MediaStore) -> None:
         self.store = store
         self.path = store.root / URL_INDEX_NAME
-        self.entries: dict[str, str] = {}
+        self.entries: dict[str, dict[str, object]] = {}
         try:
             loaded = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -331,13 +388,26 @@ class _UrlIndex:
             logger.warning("ignoring unreadable URL index %s (%s); URLs will be downloaded again", self.path, exc)
             return
         if isinstance(loaded, dict):
-            self.entries = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, str)}
+            for url, entry in loaded.items():
+                if isinstance(entry, str):  # written by an older version, which did not record the address
+                    entry = {"sha256": entry, "private": True}
+                if isinstance(url, str) and isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
+                    self.entries[url] = {"sha256": entry["sha256"], "private": entry.get("private") is not False}
 
-    def lookup(self, url: str) -> StoredMedia | None:
-        sha256 = self.entries.get(url)
-        if sha256 is None or not self.store.contains(sha256):
+    def lookup(self, url: str, allow_private: bool) -> StoredMedia | None:
+        """The stored image of ``url``; None if it must be downloaded (again), which also applies when
+        it came from a private address and private addresses are not allowed now."""
+        entry = self.entries.get(url)
+        if entry is None or (entry["private"] and not allow_private):
             return None
-        return self.store.get(sha256)
+        sha256 = str(entry["sha256"])
+        try:
+            return self.store.get(sha256) if self.store.contains(sha256) else None
+        except ValueError:  # not a SHA-256: a hand-edited index
+            return None
+
+    def add(self, url: str, media: StoredMedia, private: bool) -> None:
+        self.entries[url] = {"sha256": media.sha256, "private": private}
 
     def save(self) -> None:
         try:
@@ -415,7 +485,7 @@ def fetch_many(
     results: dict[str, StoredMedia | FetchError] = {}
     to_fetch: list[str] = []
     for url in unique:
-        cached = index.lookup(url)
+        cached = index.lookup(url, allow_private)
         if cached is not None:
             results[url] = cached
         else:
@@ -423,27 +493,31 @@ def fetch_many(
     done = len(results)
     if progress is not None:
         progress(done, len(unique))
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = {pool.submit(_fetch_one, url, store, settings): url for url in to_fetch}
-            for future in as_completed(futures):
-                url = futures[future]
-                try:
-                    media = future.result()
-                except FetchError as exc:
-                    results[url] = exc
-                except OSError as exc:  # anything unforeseen stays with its URL instead of ending the batch
-                    results[url] = FetchError(
-                        f"Cannot download {url}: {type(exc).__name__}: {exc}. Retry, or download the image "
-                        "manually and put its file path in the table."
-                    )
-                else:
-                    results[url] = media
-                    index.entries[url] = media.sha256
-                done += 1
-                if progress is not None:
-                    progress(done, len(unique))
+        futures = {pool.submit(_fetch_one, url, store, settings): url for url in to_fetch}
+        for future in as_completed(futures):
+            url = futures[future]
+            try:
+                media, private = future.result()
+            except FetchError as exc:
+                results[url] = exc
+            except OSError as exc:  # anything unforeseen stays with its URL instead of ending the batch
+                results[url] = FetchError(
+                    f"Cannot download {url}: {type(exc).__name__}: {exc}. Retry, or download the image "
+                    "manually and put its file path in the table."
+                )
+            else:
+                results[url] = media
+                index.add(url, media, private)
+            done += 1
+            if progress is not None:
+                progress(done, len(unique))
+    except StorageError:  # the store cannot take more files: the other downloads would fail the same way
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
     finally:
+        pool.shutdown(wait=True)
         if to_fetch:
             index.save()
     report = FetchReport()

@@ -5,18 +5,19 @@ table's folder, or an http(s) URL), ``title``, ``summary``, and optionally ``lab
 thumbnail shows an actor of the event) and ``split``. Extra columns are kept in ``Record.extra``.
 
 Every row is validated and all problems are reported together, with row numbers, so a user can fix
-a file in one pass. A file with problems loads nothing unless the caller asks to skip bad rows.
+a file in one pass. A file with problems loads nothing unless the caller asks to skip bad rows; then
+the bad rows are listed in ``Table.skipped`` (and, where they still name an image, kept in
+``Table.rejected`` so that an importer can check those images too and report everything at once).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import pandas as pd
@@ -24,12 +25,12 @@ import pandas as pd
 from cftclip_core.errors import DataError
 from cftclip_core.specs.training import TEXT_FIELDS
 
-log = logging.getLogger(__name__)
-
 REQUIRED_COLUMNS = ("id", "image", "title", "summary")
 OPTIONAL_COLUMNS = ("label", "split")
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 MAX_PROBLEMS_SHOWN = 50
+MAX_ID_LENGTH = 200  # characters; the studio's database holds ids and splits up to these lengths
+MAX_SPLIT_LENGTH = 50
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Record:
     label: int | None = None
     split: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    row: int | None = field(default=None, compare=False)  # 1-based data row of the file it was read from
 
     def text(self, field_name: str) -> str:
         """The text scored for this item: ``title`` or ``summary``."""
@@ -71,7 +73,9 @@ class Table:
     records: list[Record]
     base_dir: Path
     source: Path | None = None
-    skipped: list[RowProblem] = field(default_factory=list)
+    skipped: list[RowProblem] = field(default_factory=list)  # every problem of the rows left out
+    rejected: list[Record] = field(default_factory=list)  # rows left out that still name a usable image path
+    name: str = "the table"  # how messages name the file (e.g. as uploaded, not where the server put it)
 
     def image_path(self, record: Record) -> Path:
         """Absolute path of a record's local image (URLs have none)."""
@@ -102,19 +106,28 @@ def read_table(
     skip_bad_rows: bool = False,
     check_images: bool = True,
     allow_pickle: bool = False,
+    name: str | None = None,
+    layout: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> Table:
     """Read and validate a table file.
+
+    ``layout`` turns the file's frame into the table's columns first (``cftclip_core.layouts``: NewsTT as
+    distributed, the original code's pickles, a pre-training corpus).
 
     ``check_images`` also checks that each local image file exists inside the table's folder.
     Pickled DataFrames (the original code's format) are read only with ``allow_pickle=True``:
     unpickling runs code from the file, so only ever pass it for files you made yourself.
+    ``name`` is how messages call the file (default: its path).
     """
     path = Path(path)
+    shown = name or str(path)
     if not path.is_file():
-        raise DataError(f"No table file at '{path}': check the path.")
-    frame = _read_frame(path, allow_pickle=allow_pickle)
+        raise DataError(f"No table file at '{shown}': check the path.")
+    frame = _read_frame(path, shown, allow_pickle=allow_pickle)
+    if layout is not None:
+        frame = layout(frame)
     return table_from_frame(
-        frame, base_dir=path.parent, source=path, skip_bad_rows=skip_bad_rows, check_images=check_images
+        frame, base_dir=path.parent, source=path, skip_bad_rows=skip_bad_rows, check_images=check_images, name=shown
     )
 
 
@@ -125,9 +138,10 @@ def table_from_frame(
     source: Path | None = None,
     skip_bad_rows: bool = False,
     check_images: bool = True,
+    name: str | None = None,
 ) -> Table:
     """Validate an in-memory frame (e.g. an upload) the same way as a file."""
-    name = str(source) if source else "the table"
+    name = name or (str(source) if source else "the table")
     frame = frame.rename(columns=lambda c: str(c).strip().lower())
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
@@ -143,6 +157,7 @@ def table_from_frame(
 
     base_dir = base_dir.resolve()
     records: list[Record] = []
+    rejected: list[Record] = []
     problems: list[RowProblem] = []
     seen_ids: dict[str, int] = {}
     extra_columns = [c for c in frame.columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
@@ -157,16 +172,17 @@ def table_from_frame(
                 seen_ids[record.id] = number
         if row_problems:
             problems.extend(row_problems)
+            if record is not None and record.image and not any(p.column == "image" for p in row_problems):
+                rejected.append(record)
         elif record is not None:
             records.append(record)
 
     if problems and not skip_bad_rows:
         raise DataError(_problem_message(name, problems))
-    if problems:
-        log.warning("Skipped %d bad row(s) of %s", len({p.row for p in problems}), name)
     if not records:
-        raise DataError(f"{name} has no valid rows; fix the problems listed and load it again.")
-    return Table(records=records, base_dir=base_dir, source=source, skipped=problems)
+        raise DataError(problems_message(f"{name} has no valid rows; fix the problems below and load it again.",
+                                         problems))
+    return Table(records=records, base_dir=base_dir, source=source, skipped=problems, rejected=rejected, name=name)
 
 
 def write_table(records: Iterable[Record], path: str | Path) -> Path:
@@ -205,48 +221,63 @@ def _kind_for(path: Path) -> str:
     return kind
 
 
-def _read_frame(path: Path, *, allow_pickle: bool) -> pd.DataFrame:
+def _read_frame(path: Path, shown: str, *, allow_pickle: bool) -> pd.DataFrame:
     if path.suffix.lower() in (".pkl", ".pickle"):
         if not allow_pickle:
             raise DataError(
-                f"'{path.name}' is a pickle file; loading one runs code from it. Convert it to CSV, JSONL "
+                f"'{shown}' is a pickle file; loading one runs code from it. Convert it to CSV, JSONL "
                 "or Parquet, or, only for a file you made yourself, pass --trust-pickle on the command line."
             )
         with path.open("rb") as handle:
             frame = pickle.load(handle)  # noqa: S301 - explicit trust flag, command line only
         if not isinstance(frame, pd.DataFrame):
-            raise DataError(f"'{path.name}' holds a {type(frame).__name__}, not a pandas DataFrame.")
+            raise DataError(f"'{shown}' holds a {type(frame).__name__}, not a pandas DataFrame.")
         return frame
     kind = _kind_for(path)
     try:
-        if kind == "csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        if kind == "csv":  # utf-8-sig: a byte-order mark (as some spreadsheets write) is not part of the first column
+            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
         if kind == "jsonl":
-            return _read_jsonl(path)
+            return _read_jsonl(path, shown)
         return pd.read_parquet(path)
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError:
         raise DataError(
-            f"'{path.name}' is not UTF-8 text (byte {exc.start} cannot be decoded). Save it as UTF-8 "
-            "(e.g. in a spreadsheet: 'CSV UTF-8'; or `iconv -f latin1 -t utf-8`) and load it again."
+            f"'{shown}' is not UTF-8 text: {_first_undecodable(path)}. Save it as UTF-8 (e.g. in a "
+            "spreadsheet: 'CSV UTF-8'; or `iconv -f latin1 -t utf-8`) and load it again."
         ) from None
     except DataError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types for malformed files
-        raise DataError(f"Cannot read '{path.name}' as {kind.upper()}: {exc}. Check the file's format.") from None
+        detail = str(exc).replace(str(path), shown)
+        raise DataError(f"Cannot read '{shown}' as {kind.upper()}: {detail}. Check the file's format.") from None
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
+def _first_undecodable(path: Path) -> str:
+    """Where the first byte that is not UTF-8 lies, as an editor counts: line and column (1-based)."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):  # b"\n" never occurs inside a UTF-8 sequence
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                column = len(line[: exc.start].decode("utf-8")) + 1
+                return f"line {number}, column {column} holds the byte 0x{line[exc.start]:02x}, which UTF-8 cannot decode"
+    return "a byte cannot be decoded"
+
+
+def _read_jsonl(path: Path, shown: str) -> pd.DataFrame:
     rows = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"'{path.name}' line {number} is not valid JSON ({exc.msg}); fix that line.") from None
+                raise DataError(
+                    f"'{shown}' line {number}, column {exc.colno} is not valid JSON ({exc.msg}); fix that line."
+                ) from None
             if not isinstance(value, dict):
-                raise DataError(f"'{path.name}' line {number} is not a JSON object; each line must be one item.")
+                raise DataError(f"'{shown}' line {number} is not a JSON object; each line must be one item.")
             rows.append(value)
     return pd.DataFrame(rows)
 
@@ -296,7 +327,12 @@ def _parse_row(
             problems.append(RowProblem(number, column, f"expected text, got {type(row[column]).__name__}"))
         return value
 
+    def at_most(column: str, value: str | None, limit: int) -> None:
+        if value is not None and len(value) > limit:
+            problems.append(RowProblem(number, column, f"is {len(value)} characters long; use at most {limit}"))
+
     item_id = need_text("id")
+    at_most("id", item_id, MAX_ID_LENGTH)
     title = need_text("title")
     summary = need_text("summary")
     image = need_text("image")
@@ -304,10 +340,12 @@ def _parse_row(
         image = _check_image(number, image, base_dir, check_images, problems)
     label = _parse_label(number, row.get("label"), problems)
     split = optional_text("split") or None
+    at_most("split", split, MAX_SPLIT_LENGTH)
     extra = {c: (None if _is_missing(row.get(c)) else row.get(c)) for c in extra_columns}
     if not item_id:
         return None
-    return Record(id=item_id, image=image, title=title, summary=summary, label=label, split=split, extra=extra)
+    return Record(id=item_id, image=image, title=title, summary=summary, label=label, split=split, extra=extra,
+                  row=number)
 
 
 def _parse_label(number: int, value: Any, problems: list[RowProblem]) -> int | None:

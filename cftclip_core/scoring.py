@@ -40,7 +40,7 @@ class ScoreItem:
 @dataclass(frozen=True)
 class ScoreOptions:
     batch_size: int = 64
-    precision: str = "auto"  # auto: bf16 where the device supports it, else fp32
+    precision: str = "fp32"  # evaluation scores in fp32 unless bf16 is asked for; auto: bf16 where supported
     decode_workers: int = 2
 
     def __post_init__(self) -> None:

@@ -2,9 +2,10 @@
 
 Local files are decoded in full with the safe loader (format allowlist, size and pixel limits,
 truncated or corrupt data); URLs are downloaded once into the media store with the safe fetcher
-and the stored file is decoded too. All problems are collected, one per item, so that the command
-line and the importer can report them together and refuse (or skip) before scoring or importing
-anything.
+and the stored file is decoded too. All problems are collected, one per row and named by its row
+number, so that the command line and the importer can report them together (with the table's other
+problems) and refuse (or skip) before scoring or importing anything. The images of rows that were
+rejected for other reasons (``Table.rejected``) are checked too: a user then fixes a file in one pass.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from cftclip_core.errors import FetchError, ImageError
 from cftclip_core.fetch import fetch_many
-from cftclip_core.formats import Table
+from cftclip_core.formats import Record, RowProblem, Table
 from cftclip_core.images import decode_image, sha256_file
 from cftclip_core.media_store import MediaStore
 
@@ -36,25 +37,24 @@ class CheckedImage:
 
 @dataclass
 class ImageCheck:
-    ok: dict[str, CheckedImage] = field(default_factory=dict)  # record id -> its image
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (record id, message), in table order
-
-    @property
-    def bad_ids(self) -> set[str]:
-        return {item_id for item_id, _ in self.problems}
+    ok: dict[str, CheckedImage] = field(default_factory=dict)  # record id -> its image (valid rows only)
+    problems: list[RowProblem] = field(default_factory=list)  # column 'image', in table order
+    bad_ids: set[str] = field(default_factory=set)  # ids of the table's (valid) records whose image failed
 
     def problem_lines(self) -> list[str]:
-        return [f"item '{item_id}': {message}" for item_id, message in self.problems]
+        return [str(problem) for problem in self.problems]
 
 
 def check_table_images(
     table: Table, store: MediaStore, *, allow_private: bool = False, progress: Progress | None = None
 ) -> ImageCheck:
-    """Decode every local image and download and decode every URL of ``table`` (each once)."""
+    """Decode every local image and download and decode every URL of ``table`` (each once), those of
+    its rejected rows included."""
     checked: dict[str, CheckedImage] = {}  # image key (relative path or URL) -> image
     failures: dict[str, str] = {}
+    everything = sorted([*table.records, *table.rejected], key=_row_of(table))
 
-    local = list(dict.fromkeys(r.image for r in table.records if not r.image_is_url))
+    local = list(dict.fromkeys(r.image for r in everything if not r.image_is_url))
     for done, image in enumerate(local, start=1):
         path = table.base_dir / image
         try:
@@ -64,7 +64,7 @@ def check_table_images(
         if progress is not None:
             progress("checking images", done, len(local))
 
-    urls = list(dict.fromkeys(r.image for r in table.records if r.image_is_url))
+    urls = list(dict.fromkeys(r.image for r in everything if r.image_is_url))
     if urls:
         report = fetch_many(
             urls,
@@ -84,12 +84,22 @@ def check_table_images(
                 failures[url] = str(FetchError(f"Cannot download {url}: no result. Try again."))
 
     result = ImageCheck()
-    for record in table.records:
+    valid = {id(record) for record in table.records}
+    row_of = _row_of(table)
+    for record in everything:
         if record.image in failures:
-            result.problems.append((record.id, failures[record.image]))
-        else:
+            result.problems.append(RowProblem(row_of(record), "image", failures[record.image]))
+            if id(record) in valid:
+                result.bad_ids.add(record.id)
+        elif id(record) in valid:
             result.ok[record.id] = checked[record.image]
     return result
+
+
+def _row_of(table: Table) -> Callable[[Record], int]:
+    """A record's row in its file; records made in code (no row) count by their place in the table."""
+    position = {id(record): number for number, record in enumerate(table.records, start=1)}
+    return lambda record: record.row if record.row is not None else position.get(id(record), 0)
 
 
 def _decode(path: Path, label: str, sha256: str | None = None) -> CheckedImage:

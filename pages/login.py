@@ -19,4 +19,4 @@ if submitted:
     else:
         remember_sign_in(start_session(app.sessions, user.id))
         st.rerun()
-st.caption("No account? Ask an administrator to create one (`python -m annotations users add NAME --role annotator`).")
+st.caption("No account? Ask an administrator to create one.")

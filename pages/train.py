@@ -14,8 +14,11 @@ from annotations.importer import list_datasets
 from annotations.models import Experiment, TrainRun
 from cftclip_core.errors import CftClipError, ConfigError
 from cftclip_core.models import KNOWN_MODELS, tower_depths
-from cftclip_core.specs.training import LOSSES, PRECISIONS, SCHEDULES, TEXT_FIELDS
+from cftclip_core.specs.counterfactuals import LONG_TEXTS
+from cftclip_core.specs.replication import THRESHOLD_SOURCES
+from cftclip_core.specs.training import ITEM_SUBSETS, LOSSES, PRECISIONS, SCHEDULES, TEXT_FIELDS
 from studio import charts
+from studio import train_presets as presets
 from studio.common import escape_markdown, require_role, show_error, studio
 from train_jobs import api, views
 from train_jobs.demo import proof_grid
@@ -31,10 +34,14 @@ RUN_ACTION = "train_run_action"  # the message of the last cancel, resume or del
 FITTED = "train_freezing_fitted"  # what fit_freezing_to_model changed, said under the model picker
 FORM_OPEN = "train_form_open"  # the New experiment form starts open on a first visit (no experiment yet)
 HYPERPARAMETERS = ("lr", "weight_decay", "batch_size", "max_epochs", "schedule", "warmup_steps", "val_every_steps",
-                   "patience", "freeze_text_layers", "freeze_vision_layers", "grad_clip", "text_field", "max_steps")
+                   "patience", "freeze_text_layers", "freeze_vision_layers", "grad_clip", "text_field", "max_steps",
+                   "item_subset", "long_texts", "ties_improve")
 COUNTERFACTUAL_OPTIONS = ("counterfactuals_per_text", "temperature")
 ADVANCED = ("precision", "device", "num_workers", "gradient_checkpointing")
-CHOICES = {"schedule": SCHEDULES, "text_field": TEXT_FIELDS, "precision": PRECISIONS}
+CHOICES = {"schedule": SCHEDULES, "text_field": TEXT_FIELDS, "precision": PRECISIONS, "item_subset": ITEM_SUBSETS,
+           "long_texts": LONG_TEXTS, "ties_improve": ("false", "true")}
+THRESHOLD_FROM = {"train-val": "the training run's validation pairs (train-val, the original code's)",
+                  "eval-val": "the evaluation dataset's 'val' rows (eval-val)"}
 WHERE = {"cpu": "This machine's CPU", "gpu": "GPUs of this machine", "slurm": "A Slurm cluster"}
 OTHER_MODEL = "other"
 BADGE_COLOURS = {"queued": "gray", "starting": "blue", "running": "blue", "succeeded": "green", "failed": "red",
@@ -74,14 +81,13 @@ else:
 
 # --- launching -------------------------------------------------------------------------------------------
 def field_input(name: str) -> None:
-    key, default = f"train_cfg_{name}", DEFAULTS[name]
+    key, default, locked = f"train_cfg_{name}", views.as_text(DEFAULTS[name]), presets.preset_locks(name)
     if name in CHOICES:
-        st.selectbox(name, CHOICES[name], index=list(CHOICES[name]).index(default), key=key,
-                     help=f"{name}; default {default}")
+        st.selectbox(name, CHOICES[name], index=list(CHOICES[name]).index(default), key=key, disabled=locked,
+                     help=f"{name}; default {default}" + ("; set by replicate_original" if locked else ""))
     else:
-        st.text_input(name, views.as_text(default), key=key,
-                      help=f"{name}; default {views.as_text(default) or 'none'}"
-                           + ("; empty: none" if default is None else ""))
+        st.text_input(name, default, key=key, disabled=locked,
+                      help=f"{name}; default {default or 'none'}" + ("; empty: none" if DEFAULTS[name] is None else ""))
 
 
 def field_grid(names: tuple[str, ...], per_row: int = 4) -> None:
@@ -140,6 +146,7 @@ def launch() -> None:
             train_dataset_id=state["train_dataset"], val_dataset_id=state["train_val"],
             eval_dataset_id=state["train_eval"],
             threshold=str(state["train_fixed_threshold"]) if threshold == "fixed" else threshold,
+            threshold_from=None if threshold == "fixed" else state.get(presets.THRESHOLD_FROM_KEY),
             seeds=views.parse_seeds(state["train_seeds"]), backend=backend, gpus_per_run=gpus,
             note=state["train_note"])
         experiment = api.create_experiment(app.sessions, app.settings, request, user_id=user.id)
@@ -150,6 +157,25 @@ def launch() -> None:
     state[LAUNCHED] = ("ok", f"Experiment '{experiment.name}' created: {len(request.seeds)} run(s) queued.")
     with app.sessions() as session:
         state["train_name"] = views.unique_name(session, experiment.name)
+
+
+def quick_run() -> None:
+    """The quick-run button: make (once) the synthetic datasets with their counterfactuals, fill the form."""
+    try:
+        made = presets.ensure_quick_datasets(app.sessions, app.settings)
+    except CftClipError as exc:
+        st.session_state[LAUNCHED] = ("error", exc)
+        return
+    with app.sessions() as session:
+        name = views.unique_name(session, "quick-run")
+    presets.apply(presets.quick_run_form(made, name))
+    st.session_state[FITTED] = None
+    st.session_state[LAUNCHED] = ("ok", presets.quick_run_note(app.settings.instance_dir))
+
+
+def toggle_replication() -> None:
+    """The replicate_original box: the preset's values in the form (locked), or the defaults back."""
+    presets.apply(presets.preset_form(bool(st.session_state[presets.PRESET_KEY]), DEFAULTS))
 
 
 def launch_demo() -> None:
@@ -205,12 +231,19 @@ def dataset_inputs(datasets: dict[int, str]) -> int:
     left, right = st.columns(2)
     threshold = left.selectbox("Threshold for the evaluation", ["val-median", "f1-optimal", "fixed"],
                                key="train_threshold", help="val-median: the original code's label-free rule; "
-                                                           "f1-optimal: tuned on the evaluation set's 'val' rows.")
+                                                           "f1-optimal: tuned on labelled validation rows.")
     if threshold == "fixed":
         right.number_input("Fixed threshold", -1.0, 1.0, 0.2, step=0.01, key="train_fixed_threshold")
+    else:
+        right.selectbox("threshold_from", list(THRESHOLD_SOURCES), format_func=THRESHOLD_FROM.get,
+                        key=presets.THRESHOLD_FROM_KEY, disabled=presets.preset_locks("threshold_from"),
+                        help="Where the threshold is chosen. train-val: the median (or best F1) over the training "
+                             "run's validation pairs; eval-val: the evaluation dataset's own 'val' rows.")
     if st.session_state["train_eval"] == train_id:
         st.caption("The evaluation dataset is the training dataset: its 'train' rows count in the metrics too, "
                    "which flatters the model. A held-out labelled set (e.g. NewsTT) gives honest numbers.")
+    with app.sessions() as session:
+        presets.show_overlaps(session, train_id, st.session_state["train_val"], st.session_state["train_eval"])
     return train_id
 
 
@@ -227,10 +260,12 @@ def method_inputs(train_id: int, train_name: str, checkpoints: dict[str, str]) -
                     format_func=lambda name: f"{name}: {LOSSES[name].description}")
     with app.sessions() as session:
         per_item = views.counterfactuals_per_item(session, train_id)
+        if per_item:
+            presets.show_recipe(session, train_id, train_name, model if model != OTHER_MODEL else "MODEL")
     if LOSSES[loss].uses_counterfactuals and per_item == 0:
         st.warning(f"'{escape_markdown(train_name)}' has no counterfactual texts, and {loss} trains on them. Make "
-                   "them with `python -m cftclip_core counterfactual --data TABLE --out TABLE_CF` and import that "
-                   "table, or choose clip or i2t.")
+                   f"them with `{views.counterfactual_command(model if model != OTHER_MODEL else 'MODEL')}` and "
+                   "import that table, choose clip or i2t, or try the quick run above.")
     elif per_item:
         st.caption(f"'{escape_markdown(train_name)}' carries {per_item} counterfactual text(s) per item.")
     field_grid(COUNTERFACTUAL_OPTIONS)
@@ -242,12 +277,20 @@ def launch_section() -> None:
         checkpoints = views.own_checkpoints(session)
         if "train_name" not in st.session_state:
             st.session_state["train_name"] = views.unique_name(session, "experiment")
+    st.button("Quick run on this machine", icon=":material/bolt:", key="train_quick", on_click=quick_run,
+              help="Fills the form for a run that works offline here: a synthetic training set with its "
+                   "counterfactuals (made for you), the tiny model, a few steps, one seed, the CPU.")
     if not datasets:
-        st.info("No dataset yet: import one on the Import page.")
+        st.info("No dataset yet: import one on the Import page, or use the quick run.")
+        show_launch_outcome(LAUNCHED)
         return
     st.text_input("Experiment name", key="train_name")
     train_id = dataset_inputs(datasets)
     method_inputs(train_id, datasets[train_id], checkpoints)
+    st.checkbox("replicate_original: the released code exactly", key=presets.PRESET_KEY, on_change=toggle_replication,
+                help="Periodic schedule, fp32 training and scoring, texts over 77 tokens dropped, ties in early "
+                     "stopping count as improvement, threshold from the training run's validation pairs. Off: the "
+                     "product's fixes (each recorded with the run).")
     st.markdown("**Hyperparameters** (the paper's, pre-filled)")
     field_grid(HYPERPARAMETERS)
     with st.expander("Precision, device, data loading"):

@@ -12,7 +12,10 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+# requirements-paper.txt (spaCy) lets the spaCy tagger tests run on a pipeline built in the test; the real
+# en_core_web_trf, bert-base-uncased and CLIP ViT-L/14 are not installed here (their tests skip, saying why).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt \
+  -r requirements-paper.txt
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .  # the packages, importable from anywhere
 
 if [ "${CFTCLIP_SKIP_APT:-0}" != "1" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then

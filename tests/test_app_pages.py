@@ -104,30 +104,37 @@ def test_leaving_annotate_gives_the_held_item_back(app_instance) -> None:  # noq
     assert release_leases(factory, user_id) == 1 and leases() == 0
 
 
-def test_import_page_previews_problems_and_writes_nothing(app_instance, tmp_path: Path) -> None:  # noqa: ANN001
+def test_import_page_previews_problems_and_writes_nothing(app_instance, tmp_path: Path,  # noqa: ANN001
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     make_image(tmp_path / "a.jpg")
     (tmp_path / "broken.jpg").write_text("not an image")
     pd.DataFrame([{"id": "1", "image": "a.jpg", "title": "t", "summary": "s", "label": 3},
                   {"id": "1", "image": "a.jpg", "title": "t", "summary": "", "label": 1}]).to_csv(tmp_path / "bad.csv",
                                                                                                index=False)
-    at = app_test(app_instance, "pages/import_data.py", user=RESEARCHER).run()
+    monkeypatch.setenv("CFTCLIP_IMPORT_ROOTS", str(tmp_path))
+    at = app_test(app_instance, "pages/import_data.py", user=ADMIN).run()
     at.radio[0].set_value("A file on this server").run()
     at.text_input[0].input(str(tmp_path / "bad.csv"))
     at.text_input[1].input("bad").run()
-    assert any("Nothing was imported" in e.value for e in at.error)
+    assert any("Nothing was imported" in e.value for e in at.error)  # no row is usable: every problem at once
     assert "'3' is not 0 or 1" in at.code[0].value and "duplicate id" in at.code[0].value
-    assert "('Skip bad rows' above)" in at.code[0].value  # the page's box, not the command line's flag
 
     pd.DataFrame([{"id": "1", "image": "broken.jpg", "title": "t", "summary": "s"},
-                  {"id": "2", "image": "a.jpg", "title": "t", "summary": "s"}]).to_csv(tmp_path / "img.csv", index=False)
+                  {"id": "2", "image": "a.jpg", "title": "t", "summary": "s"},
+                  {"id": "3", "image": "a.jpg", "title": "t", "summary": "s", "label": "yes"}]).to_csv(tmp_path / "img.csv",
+                                                                                                     index=False)
     at.text_input[0].input(str(tmp_path / "img.csv")).run()
     assert at.dataframe[0].value["id"].tolist() == ["1", "2"]  # preview before writing
-    assert any("1 image(s) cannot be used" in w.value for w in at.warning) and "broken.jpg" in at.code[0].value
+    assert any("2 problem(s) in 2 row(s)" in w.value for w in at.warning)
+    problems = at.dataframe[1].value  # one table of every problem, by row: the image's and the label's
+    assert problems["row"].tolist() == [1, 3] and problems["column"].tolist() == ["image", "label"]
+    assert "broken.jpg" in problems["problem"][0]
     click(at, "Import")
     assert any("Nothing was imported" in e.value for e in at.error) and "broken.jpg" in at.code[0].value
+    assert "('Skip bad rows' above)" in at.code[0].value  # the page's box, not the command line's flag
     at.checkbox[0].check().run()  # skip bad rows
     click(at, "Import")
-    assert any("Imported 1 items as 'bad'" in s.value for s in at.success)
+    assert any("Imported 1 items as 'bad' (2 bad row(s) left out)" in s.value for s in at.success)
 
 
 def test_admin_adds_a_user_without_seeing_passwords(app_instance) -> None:  # noqa: ANN001

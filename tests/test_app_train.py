@@ -384,3 +384,57 @@ def test_a_failing_poll_at_start_shows_an_error_and_the_app_still_works(
     at = app_test(app_instance, user=RESEARCHER).run()
     assert any("training jobs could not be checked at start (database is locked)" in plain(e.value) for e in at.error)
     assert not at.exception and at.title[0].value == "Articles"
+
+
+# --- presets and warnings -----------------------------------------------------------------------------------
+def test_quick_run_works_offline_on_a_fresh_instance(app_instance, launcher, monkeypatch) -> None:  # noqa: ANN001
+    from cftclip_core import cli
+    from train_jobs.commands import split_command
+
+    at = open_train(app_instance)
+    at.button(key="train_quick").click().run()
+    assert not at.exception and any("Quick run" in plain(s.value) for s in at.success)
+    assert at.selectbox(key="train_model").value == "tiny-demo"
+    assert at.text_input(key="train_cfg_batch_size").value == "8" and at.text_input(key="train_seeds").value == "0"
+    assert any("not made with the paper's recipe" in plain(w.value) and "--recipe paper" in plain(w.value)
+               for w in at.warning)  # the offline recipe made them, and the page says so
+    assert not any("share" in w.value for w in at.warning)  # training, validation and evaluation apart
+    launch(at)
+    [run] = runs_of(app_instance, "quick-run")
+    assert run.config["model"] == "tiny-demo" and "--threshold-from" in run.command
+    # The queued command trains and evaluates here, offline (the stand-in launcher did not run it).
+    module, args = split_command(run.command)
+    assert module == "cftclip_core" and cli.main(args) == 0
+    metrics = json.loads((Path(run.run_dir) / "eval" / "metrics.json").read_text())
+    assert metrics["threshold_from"] == "train-val" and metrics["n"] > 0
+    at.button(key="train_quick").click().run()  # a second time: the same datasets, a new experiment name
+    assert at.text_input(key="train_name").value == "quick-run-2"
+
+
+def test_replication_preset_sets_and_locks_the_original_codes_choices(
+        app_instance, launcher, dataset: int) -> None:  # noqa: ANN001
+    at = fill_tiny_experiment(open_train(app_instance), dataset, name="replica")
+    assert at.selectbox(key="train_cfg_schedule").value == "cosine"
+    at.checkbox(key="train_cfg_replicate_original").check().run()
+    assert at.selectbox(key="train_cfg_schedule").value == "periodic" and at.selectbox(key="train_cfg_schedule").disabled
+    assert at.selectbox(key="train_cfg_long_texts").value == "drop"
+    assert at.selectbox(key="train_cfg_ties_improve").value == "true"
+    assert at.selectbox(key="train_threshold_from").value == "train-val"
+    launch(at)
+    [run, *_] = runs_of(app_instance, "replica")
+    assert (run.config["replicate_original"], run.config["schedule"], run.config["precision"]) == (True, "periodic",
+                                                                                                   "fp32")
+    assert run.command[run.command.index("--threshold-from") + 1] == "train-val"
+    at.checkbox(key="train_cfg_replicate_original").uncheck().run()
+    assert at.selectbox(key="train_cfg_schedule").value == "cosine" and not at.selectbox(
+        key="train_cfg_schedule").disabled
+
+
+def test_overlapping_sets_are_warned_about(app_instance, launcher, dataset: int) -> None:  # noqa: ANN001
+    at = open_train(app_instance)
+    at.selectbox(key="train_dataset").set_value(dataset).run()
+    assert not any("share" in w.value for w in at.warning)  # its 'train' and 'val' rows apart, no evaluation set
+    at.selectbox(key="train_eval").set_value(dataset).run()  # evaluating on the training dataset itself
+    shared = [plain(w.value) for w in at.warning if "share" in w.value]
+    assert len(shared) == 2 and "The training and evaluation sets share 19 item(s)" in shared[0]
+    assert "The validation and evaluation sets share" in shared[1]

@@ -189,7 +189,8 @@ def test_statuses_for_no_person_over_budget_and_empty_text() -> None:
     assert [r.status for r in results] == ["no_person", "over_budget", "empty_text", "ok"]
     assert [r.id for r in results] == ["0", "1", "2", "3"]
     assert results[1].entities[0].text == "Bartholomew Fitzgerald" and results[1].masked == ()
-    assert status_counts(results) == {"ok": 1, "no_person": 1, "over_budget": 1, "filter_failed": 0, "empty_text": 1}
+    assert status_counts(results) == {"ok": 1, "no_person": 1, "over_budget": 1, "filter_failed": 0, "empty_text": 1,
+                                      "too_long": 0, "beyond_window": 0}
     assert list(status_counts([])) == list(STATUSES)
 
 
@@ -439,3 +440,88 @@ def test_result_records_everything() -> None:
     new_tom, new_ann = result.replacements[0]
     assert result.counterfactual == f"{new_tom} met {new_ann} at noon."
     assert {new_tom, new_ann}.isdisjoint({"Tom Bell", "Ann Lee"}) and new_tom != new_ann
+
+
+# --- the token window: no negative identical to its positive; long texts dropped on request -------------
+def test_candidates_the_model_cannot_tell_from_the_original_are_never_kept(tiny_model) -> None:  # noqa: ANN001
+    from cftclip_core.counterfactuals import TokenWindow
+
+    window = TokenWindow(tiny_model.tokenizer, 12)
+    late = "the park was quiet and the red ball waited near the old gate for a long time until Mara Velk came."
+    early = "Mara Velk waves beside the red ball at the park on Friday, witnesses said and left."
+    assert window.too_long(late) and window.same_within(late, late.replace("Mara Velk", "Dora Nim"))
+    [beyond, fine] = swap_run([late, early], window=window, budget=1.0)
+    assert beyond.status == "beyond_window" and beyond.counterfactuals == () and beyond.tries == 10
+    assert fine.status == "ok" and not window.same_within(early, fine.counterfactual)
+    [too_long, _] = swap_run([late, early], window=window, budget=1.0, long_texts="drop")
+    assert too_long.status == "too_long" and too_long.entities == ()  # dropped before tagging, as the original
+    with pytest.raises(ConfigError, match="long_texts='drop' needs the model's token window"):
+        swap_run([late], long_texts="drop")
+
+
+def test_mlm_any_vocabulary_samples_what_the_original_code_could(tiny_mlm: Path) -> None:
+    text = "mara velk waves near the red ball"
+    spans_ = [Entity("mara velk", "PERSON", 0, 9)]
+    infiller = MaskedLMInfiller(str(tiny_mlm), temperature=2.0, vocabulary="any")
+    words = {w for [w] in infiller.propose(text, spans_, rng(1), 200)}
+    assert words - ALLOWED, "any piece may be drawn: special tokens, '##' pieces, punctuation"
+    assert words & set(SPECIALS + PIECES)  # their logits are 30 higher: they dominate
+    assert infiller.name.endswith("(any piece)")
+    with pytest.raises(ConfigError, match="vocabulary="):
+        MaskedLMInfiller(str(tiny_mlm), vocabulary="most")
+
+
+# --- recipes -----------------------------------------------------------------------------------------
+def test_default_recipe_falls_back_to_offline_saying_which_models_are_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cftclip_core.counterfactuals import plan_recipe
+    from cftclip_core.counterfactuals import recipe as recipes
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(recipes, "spacy_pipeline_missing", lambda name: f"the spaCy pipeline '{name}' is missing")
+    plan = plan_recipe(None)
+    assert plan.name == "offline" and plan.components == recipes.OFFLINE
+    for missing in ("en_core_web_trf", "bert-base-uncased", "openai/clip-vit-large-patch14"):
+        assert missing in plan.fallback
+    assert "hf download bert-base-uncased" in plan.fallback
+    with pytest.raises(ModelError, match="paper's recipe cannot run here.*en_core_web_trf.*--recipe offline"):
+        plan_recipe("paper")
+    assert plan_recipe("offline").fallback is None
+
+
+def test_default_recipe_is_the_papers_when_its_models_are_here(monkeypatch: pytest.MonkeyPatch, tiny_mlm: Path,
+                                                               tiny_model_dir: Path) -> None:
+    from cftclip_core.counterfactuals import plan_recipe
+    from cftclip_core.counterfactuals import recipe as recipes
+
+    monkeypatch.setattr(recipes, "spacy_pipeline_missing", lambda name: None)  # as if en_core_web_trf were installed
+    plan = plan_recipe(None, {"infiller": f"mlm:{tiny_mlm}", "filter_model": str(tiny_model_dir)})
+    assert plan.fallback is None and plan.components.tagger == "spacy:en_core_web_trf"
+    assert plan.name == "custom"  # another masked LM than bert-base-uncased: not the paper's recipe any more
+    monkeypatch.setattr(recipes, "PAPER", recipes.Components("spacy:en_core_web_trf", f"mlm:{tiny_mlm}", 2.0,
+                                                             recipes.PAPER.filter_model, 10))
+    plan = plan_recipe(None, {"filter_model": str(tiny_model_dir)})
+    assert (plan.name, plan.fallback) == ("paper", None)  # the filter is the training model, whichever it is
+    assert plan_recipe(None, {"filter_model": str(tiny_model_dir), "tagger": "rule"}).name == "custom"
+    assert plan_recipe("offline", {"filter_model": "tiny-demo"}).name == "offline"
+
+
+# --- spaCy, with a pipeline built here (the real en_core_web_trf: tests/test_paper_models.py) ---------------
+def test_spacy_tagger_with_a_pipeline_built_in_the_test(tmp_path: Path) -> None:
+    spacy = pytest.importorskip("spacy", reason="spaCy is not installed (pip install -r requirements-paper.txt)")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": "PERSON", "pattern": "Mara Velk"},
+                                                {"label": "GPE", "pattern": "Ukraine"}])
+    nlp.to_disk(tmp_path / "pipeline")
+    tagger = SpacyTagger(str(tmp_path / "pipeline"))
+    assert tagger.tag("Mara Velk flew to Ukraine.") == [Entity("Mara Velk", "PERSON", 0, 9),
+                                                        Entity("Ukraine", "GPE", 18, 25)]
+    [result] = generate_counterfactuals([MARA + " She flew to Ukraine."], tagger, EntitySwapInfiller(PEOPLE))
+    assert result.status == "ok" and [e.text for e in result.masked] == ["Mara Velk"]
+    with pytest.raises(ModelError, match="python -m spacy download en_core_web_trf"):
+        SpacyTagger("en_core_web_trf") if not _spacy_pipeline_installed() else pytest.skip("the pipeline is here")
+
+
+def _spacy_pipeline_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("en_core_web_trf") is not None

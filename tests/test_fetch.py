@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import io
 import ipaddress
+import json
 import shutil
 import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +24,7 @@ import pytest
 from PIL import Image
 
 from cftclip_core import fetch as fetch_module
-from cftclip_core.errors import FetchError, MediaMissingError
+from cftclip_core.errors import FetchError, MediaMissingError, StorageError
 from cftclip_core.fetch import fetch_image, fetch_many
 from cftclip_core.media_store import MediaStore
 
@@ -369,7 +371,7 @@ def test_malformed_url_is_reported_without_stopping_the_batch(server: Server, st
     assert list(report.errors) == [bad] and "malformed" in str(report.errors[bad])
 
 
-def test_storage_failure_is_reported_per_url(
+def test_a_full_disk_ends_the_batch_with_one_message(
     monkeypatch: pytest.MonkeyPatch, server: Server, store: MediaStore
 ) -> None:
     def disk_full(*args, **kwargs):
@@ -377,8 +379,85 @@ def test_storage_failure_is_reported_per_url(
 
     # Every temporary file fails: the media store's writes and the URL index's.
     monkeypatch.setattr(fetch_module.tempfile, "mkstemp", disk_full)
+    with pytest.raises(StorageError, match="the disk is full") as full:
+        fetch_many([server.url("/img.png"), server.url("/other.png")], store, allow_private=True)
+    assert "media store" in str(full.value) and "Free some space" in str(full.value)
+    assert not any(p.is_file() for p in store.root.rglob("*"))
+
+
+# ---------------------------------------------------------------- one deadline for the whole download
+
+
+class Trickler:
+    """A server on 127.0.0.1 that answers every request one small piece every 0.2 s: each read of the
+    client returns well inside any per-read timeout, but the answer never ends."""
+
+    def __init__(self, opening: bytes, piece: bytes) -> None:
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.opening, self.piece = opening, piece
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            try:
+                conn.sendall(self.opening)
+                for number in range(300):  # 60 s at most
+                    if self.stop.wait(0.2):
+                        return
+                    conn.sendall(self.piece.replace(b"N", str(number).encode()))
+            except OSError:  # the client hung up: what a deadline does
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize(("opening", "piece"), [
+    (b"HTTP/1.1 200 OK\r\n", b"X-Slow-N: still coming\r\n"),  # one header line after another
+    (b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n", b"0"),  # a chunk-size line
+], ids=["header-lines", "chunk-size-line"])
+def test_the_deadline_covers_headers_and_chunk_size_lines(store: MediaStore, opening: bytes, piece: bytes) -> None:
+    server = Trickler(opening, piece)
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchError, match="timed out after 1 s"):
+            fetch_image(f"http://127.0.0.1:{server.port}/img.png", store, allow_private=True, timeout=1.0)
+    finally:
+        server.close()
+    assert time.monotonic() - started < 10  # generous: without one deadline this took 20 s and more
+    assert media_files(store) == []
+
+
+def test_a_cached_url_from_a_private_address_is_checked_again(server: Server, store: MediaStore) -> None:
     url = server.url("/img.png")
-    report = fetch_many([url, server.url("/other.png")], store, allow_private=True)
-    assert report.stored == {} and len(report.errors) == 2
-    message = str(report.errors[url])
-    assert "No space left on device" in message and "media store" in message
+    first = fetch_image(url, store, allow_private=True)
+    with pytest.raises(FetchError, match="Refusing to download"):
+        fetch_image(url, store)  # the cache is no way around the rule
+    report = fetch_many([url], store)
+    assert list(report.errors) == [url] and not report.stored
+    assert fetch_image(url, store, allow_private=True) == first  # allowed again: served from the cache
+    assert server.hits["/img.png"] == 1
+
+
+def test_an_index_from_an_older_version_counts_as_private(server: Server, store: MediaStore) -> None:
+    url = server.url("/img.png")
+    media = store.put_bytes(PNG, ".png")
+    (store.root / fetch_module.URL_INDEX_NAME).write_text(json.dumps({url: media.sha256}))
+    with pytest.raises(FetchError, match="Refusing to download"):
+        fetch_image(url, store)
+    assert fetch_image(url, store, allow_private=True) == media and server.hits["/img.png"] == 0

@@ -112,7 +112,7 @@ def test_wrong_types_in_jsonl_are_reported(tmp_path: Path) -> None:
 def test_broken_jsonl_line_is_named(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps(GOOD) + "\n{not json\n")
-    with pytest.raises(DataError, match="line 2 is not valid JSON"):
+    with pytest.raises(DataError, match="line 2, column 2 is not valid JSON"):
         read_table(path)
 
 
@@ -160,3 +160,26 @@ def test_malformed_image_urls_are_row_problems(tmp_path: Path) -> None:
         read_table(table_dir(tmp_path, rows))
     message = str(caught.value)
     assert "row 1, column 'image'" in message and "row 2, column 'image'" in message and "row 3" not in message
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> None:
+    make_image(tmp_path / "img" / "a.jpg")
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffid,image,title,summary\nx,img/a.jpg,T,S\n".encode())  # as "CSV UTF-8" spreadsheets save
+    assert read_table(path).records[0].id == "x"
+
+
+def test_a_non_utf8_byte_is_located_by_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + '{"id": "\xe9t\xe9"}'.encode("latin-1") + b"\n")
+    with pytest.raises(DataError, match="line 2, column 9 holds the byte 0xe9"):
+        read_table(path, name="upload.jsonl")
+
+
+def test_over_long_ids_and_splits_are_row_problems(tmp_path: Path) -> None:
+    rows = [GOOD, {**GOOD, "id": "i" * 201}, {**GOOD, "id": "b", "split": "s" * 51}]
+    with pytest.raises(DataError) as caught:
+        read_table(table_dir(tmp_path, rows))
+    assert "row 2, column 'id': is 201 characters long; use at most 200" in str(caught.value)
+    assert "row 3, column 'split': is 51 characters long; use at most 50" in str(caught.value)
+    assert [r.id for r in read_table(table_dir(tmp_path, rows), skip_bad_rows=True).records] == ["a1"]

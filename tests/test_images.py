@@ -346,8 +346,8 @@ def test_table_images_are_all_checked_before_use(tmp_path: Path) -> None:
     check = check_table_images(read_table(tmp_path / "t.csv"), MediaStore(tmp_path / "media"),
                                progress=lambda *call: calls.append(call))
 
-    assert [item for item, _ in check.problems] == ["b", "d"]
-    assert "corrupt" in check.problems[0][1] and "pixels" in check.problems[1][1]
+    assert [(p.row, p.column) for p in check.problems] == [(2, "image"), (4, "image")] and check.bad_ids == {"b", "d"}
+    assert "corrupt" in check.problems[0].reason and "pixels" in check.problems[1].reason
     assert list(check.ok) == ["a", "c"] and check.ok["a"] == check.ok["c"]
     good = check.ok["a"]
     assert (good.suffix, good.width, good.height) == (".png", 40, 30)

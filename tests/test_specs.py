@@ -11,7 +11,8 @@ from cftclip_core.errors import ConfigError
 from cftclip_core.specs.seeds import check_seeds, format_seeds, parse_seeds
 from cftclip_core.specs.training import LOSSES, TrainConfig, as_text, typed_values
 
-TORCH_FREE = ["cftclip_core.specs.training", "cftclip_core.specs.seeds"]
+TORCH_FREE = ["cftclip_core.specs.training", "cftclip_core.specs.seeds", "cftclip_core.specs.counterfactuals",
+              "cftclip_core.specs.replication"]
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
@@ -53,3 +54,52 @@ def test_seeds_parse_format_and_check() -> None:
     for bad in [(), (0, 0), (-1,), (True,), (10**23,)]:
         with pytest.raises(ConfigError):
             check_seeds(bad)
+
+
+def test_counterfactual_columns_are_named_in_one_place() -> None:
+    from cftclip_core.specs.counterfactuals import (
+        counterfactual_column,
+        counterfactual_columns,
+        counterfactual_texts,
+        is_counterfactual_column,
+        similarity_column,
+    )
+
+    assert counterfactual_columns(3) == ["counterfactual", "counterfactual_2", "counterfactual_3"]
+    assert similarity_column(1) == "cf_similarity_2" and counterfactual_column(0) == "counterfactual"
+    assert not is_counterfactual_column("cf_status") and not is_counterfactual_column("counterfactual_x")
+    row = {"counterfactual_10": "j", "counterfactual_2": "b", "counterfactual": "a", "counterfactual_3": "",
+           "cf_status": "ok"}
+    assert counterfactual_texts(row) == ("a", "b", "j")  # by number, empty ones left out
+
+
+def test_recipe_record_round_trips_through_its_sidecar(tmp_path) -> None:  # noqa: ANN001
+    from cftclip_core.specs.counterfactuals import Recipe, read_sidecar, sidecar_path, write_sidecar
+
+    recipe = Recipe(name="paper", tagger="spacy:en_core_web_trf", infiller="mlm:bert-base-uncased@T=2",
+                    temperature=2.0, filter_model="openai/clip-vit-large-patch14", max_tries=10, per_text=1, seed=0,
+                    budget=0.3, entity_labels=("PERSON",), vocabulary="whole-words", long_texts="truncate",
+                    text_field="summary", window=77, versions={"spacy": "3.8.18"})
+    assert recipe.summary().startswith("paper: spacy:en_core_web_trf, mlm:bert-base-uncased@T=2, filter openai")
+    path = write_sidecar(tmp_path / "cf.csv", recipe, {"ok": 3})
+    assert path == sidecar_path(tmp_path / "cf.csv") == tmp_path / "cf.csv.recipe.json"
+    record = read_sidecar(tmp_path / "cf.csv")
+    assert Recipe.from_json(record["recipe"]) == recipe and record["statuses"] == {"ok": 3}
+    assert read_sidecar(tmp_path / "other.csv") is None
+
+
+def test_replicate_original_fills_the_preset_and_refuses_contradictions() -> None:
+    from cftclip_core.specs.replication import REPLICATE_ORIGINAL, resolve_threshold_from
+
+    config = TrainConfig.from_texts({"replicate_original": "true"})
+    assert {name: getattr(config, name) for name in REPLICATE_ORIGINAL.train} == dict(REPLICATE_ORIGINAL.train)
+    with pytest.raises(ConfigError, match="schedule='cosine' contradicts replicate_original"):
+        TrainConfig.from_mapping({"replicate_original": True, "schedule": "cosine"})
+    with pytest.raises(ConfigError, match="ties_improve=False is not valid: replicate_original sets it to true"):
+        TrainConfig(replicate_original=True, schedule="periodic", precision="fp32", long_texts="drop").validate()
+    assert TrainConfig.from_mapping({"replicate_original": True, "precision": "fp32"}).precision == "fp32"
+    assert [resolve_threshold_from(t, None) for t in ("val-median", "f1-optimal", 0.2)] == ["train-val", "eval-val",
+                                                                                           None]
+    assert resolve_threshold_from("f1-optimal", None, replicate=True) == "train-val"
+    with pytest.raises(ConfigError, match="threshold_from='best' is not valid"):
+        resolve_threshold_from("val-median", "best")

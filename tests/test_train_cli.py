@@ -49,7 +49,7 @@ def train_args(synthetic: dict[str, Path], model_dir: Path, out: Path, *extra: s
 # --- counterfactual ------------------------------------------------------------------------------------
 def test_counterfactuals_of_the_synthetic_set_swap_world_names_under_the_clip_filter(
         synthetic, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    out = tmp_path / "cf.csv"
+    out = synthetic["all"].with_name("cf-filtered.csv")
     assert main(["counterfactual", "--data", str(synthetic["all"]), "--out", str(out),
                  "--model", str(tiny_model_dir)]) == 0
     table = pd.read_csv(out, dtype=str, keep_default_na=False)
@@ -69,7 +69,7 @@ def test_names_file_option_and_same_seed_same_counterfactuals(synthetic, tmp_pat
     names_file.write_text("\n".join(world_names) + "\n")
     outs = []
     for name in ("a.csv", "b.csv"):
-        outs.append(tmp_path / name)
+        outs.append(synthetic["all"].parent / name)
         assert main(["counterfactual", "--data", str(synthetic["all"]), "--out", str(outs[-1]),
                      "--tagger", f"names:{names_file}", "--model", "none", "--seed", "3"]) == 0
     first, second = (pd.read_csv(o, dtype=str, keep_default_na=False) for o in outs)
@@ -105,9 +105,52 @@ def test_demo_set_with_the_rule_tagger_counts_texts_without_a_person(tmp_path: P
 ])
 def test_bad_counterfactual_options_exit_2_with_a_message(
         synthetic, tmp_path: Path, capsys, option: str, value: str, message: str) -> None:  # noqa: ANN001
-    out = tmp_path / "cf.csv"
+    out = synthetic["all"].with_name("refused.csv")
     assert main(["counterfactual", "--data", str(synthetic["all"]), "--out", str(out), option, value]) == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_default_recipe_says_loudly_why_it_is_not_the_papers_and_records_it(
+        synthetic, tiny_model_dir: Path, capsys) -> None:  # noqa: ANN001
+    out = synthetic["all"].with_name("cf-default.csv")
+    assert main(["counterfactual", "--data", str(synthetic["all"]), "--out", str(out),
+                 "--model", str(tiny_model_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "warning: using the offline recipe, not the paper's" in captured.err
+    assert "python -m spacy download en_core_web_trf" in captured.err and "bert-base-uncased" in captured.err
+    assert "recipe offline: known-names" in captured.out
+    sidecar = json.loads(out.with_name(out.name + ".recipe.json").read_text())
+    assert sidecar["recipe"]["name"] == "offline" and "en_core_web_trf" in sidecar["recipe"]["fallback"]
+    assert sidecar["recipe"]["filter_model"] == str(tiny_model_dir) and sidecar["recipe"]["window"] == 77
+    assert sidecar["statuses"]["ok"] == sum(r.extra["cf_status"] == "ok" for r in read_table(out).records)
+    recipes = {r.extra["cf_recipe"] for r in read_table(out).records}
+    assert len(recipes) == 1 and recipes.pop().startswith("offline: known-names") and "fallback" in sidecar["summary"]
+
+
+def test_the_papers_recipe_asked_for_without_its_models_is_an_error_that_says_how_to_get_them(
+        synthetic, capsys) -> None:  # noqa: ANN001
+    out = synthetic["all"].with_name("cf-paper.csv")
+    assert main(["counterfactual", "--data", str(synthetic["all"]), "--out", str(out), "--recipe", "paper"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install -r requirements-paper.txt" in err and "python -m spacy download en_core_web_trf" in err
+    assert "hf download bert-base-uncased" in err and "--recipe offline" in err and not out.exists()
+
+
+def test_replicate_original_drops_long_texts_as_the_original_pipeline(
+        synthetic, tiny_model_dir: Path, capsys) -> None:  # noqa: ANN001
+    table = read_table(synthetic["all"])
+    long = dataclasses.replace(table.records[0], summary=table.records[0].summary + " and then" * 80)
+    data = write_table([long, *table.records[1:]], synthetic["all"].with_name("with-long.csv"))
+    out = data.with_name("cf-replicate.csv")
+    assert main(["counterfactual", "--data", str(data), "--out", str(out), "--recipe", "offline",
+                 "--model", str(tiny_model_dir), "--replicate-original"]) == 0
+    rows = read_table(out).records
+    assert rows[0].extra["cf_status"] == "too_long" and not rows[0].extra["counterfactual"]
+    assert "too_long 1" in capsys.readouterr().out
+    assert json.loads(out.with_name(out.name + ".recipe.json").read_text())["recipe"]["long_texts"] == "drop"
+    assert main(["counterfactual", "--data", str(data), "--out", str(out), "--recipe", "offline", "--model",
+                 str(tiny_model_dir), "--replicate-original", "--long-texts", "truncate"]) == 2
+    assert "long_texts='truncate' contradicts replicate_original (--replicate-original)" in capsys.readouterr().err
 
 
 # --- train ---------------------------------------------------------------------------------------------
@@ -196,3 +239,85 @@ def test_train_accepts_the_tiny_demo_name_like_score(synthetic, tmp_path: Path, 
     out = tmp_path / "run"
     assert main(train_args(synthetic, Path("tiny-demo"), out, "--max-steps", "1", "--val-every-steps", "1")) == 0
     assert (out / "best").is_dir() and (tmp_path / "instance" / "models" / "tiny-demo-v1").is_dir()
+
+
+# --- the replication preset and the threshold's source ----------------------------------------------------
+def without_precision(args: list[str]) -> list[str]:
+    """The command without the helper's --precision fp32 (its last occurrence stays if a test adds one)."""
+    at = args.index("--precision")
+    return args[:at] + args[at + 2:]
+
+
+def test_replicate_original_trains_and_evaluates_as_the_released_code(
+        synthetic, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "run"
+    assert main(without_precision(train_args(synthetic, tiny_model_dir, out, "--max-steps", "2", "--val-every", "1",
+                                             "--replicate-original", "--eval", str(synthetic["all"])))) == 0
+    record = json.loads((out / "config.json").read_text())
+    assert (record["replicate_original"], record["schedule"], record["precision"], record["long_texts"],
+            record["ties_improve"]) == (True, "periodic", "fp32", "drop", True)
+    assert record["early_stopping"] == "a tie with the best counts as improvement"
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["threshold_from"] == "train-val" and metrics["precision"] == "fp32"
+    assert metrics["n_validation"] == len(read_table(synthetic["val"]))  # the median of the run's val pairs
+    printed = capsys.readouterr().out
+    assert "data: train" in printed and "from train-val, fp32" in printed
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--replicate-original", "--precision", "bf16"], "precision='bf16' contradicts replicate_original"),
+    (["--replicate-original", "--threshold-from", "eval-val"], "threshold_from='eval-val' contradicts"),
+    (["--replicate-original", "--eval-precision", "bf16"], "--eval-precision bf16 contradicts"),
+    (["--threshold-from", "eval-val"], "has none; use threshold_from='train-val'"),
+])
+def test_replication_and_threshold_mistakes_are_refused_before_training(
+        synthetic, tiny_model_dir: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:  # noqa: ANN001
+    args = without_precision(train_args(synthetic, tiny_model_dir, tmp_path / "run", "--eval",
+                                        str(synthetic["train"]), *extra))
+    assert main(args) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_eval_takes_the_threshold_from_the_named_source(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    scores, val = tmp_path / "s.csv", tmp_path / "v.csv"
+    pd.DataFrame({"id": list("abcd"), "split": ["val", "test", "test", "test"], "label": [1, 1, 0, 1],
+                  "similarity": [0.9, 0.3, 0.1, 0.5]}).to_csv(scores, index=False)
+    pd.DataFrame({"id": list("xyz"), "split": "val", "label": None,
+                  "similarity": [0.2, 0.25, 0.4]}).to_csv(val, index=False)
+    assert main(["eval", "--scores", str(scores), "--bootstrap", "0"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert own["threshold_from"] == "eval-val" and own["threshold"]["value"] == 0.9
+    assert main(["eval", "--scores", str(scores), "--val", str(val), "--bootstrap", "0"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["threshold_from"] == "train-val" and trained["threshold"]["value"] == 0.25
+    assert main(["eval", "--scores", str(scores), "--threshold-from", "train-val"]) == 2
+    assert "give their scores with --val FILE" in capsys.readouterr().err
+
+
+def test_one_table_with_a_split_column_trains_and_validates_without_val_file(
+        synthetic, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    split = [a for a in train_args(synthetic, tiny_model_dir, tmp_path / "run", "--max-steps", "1")
+             if a not in ("--val", str(synthetic["val"]))]
+    split[split.index(str(synthetic["train"]))] = str(synthetic["all"])
+    assert main(split) == 0
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    table = read_table(synthetic["all"])
+    assert record["train_items"] == sum(r.split == "train" for r in table.records)
+    assert record["val_items"] == sum(r.split == "val" for r in table.records)
+    assert main([a if a != str(synthetic["all"]) else str(synthetic["val"]) for a in split]) == 2
+    assert "has no rows with split 'train'; give --val FILE" in capsys.readouterr().err
+
+
+def test_convert_marks_a_validation_share(tmp_path: Path) -> None:
+    from tests.test_layouts import NEWSTT_ROWS, images
+
+    images(tmp_path / "images", [r["image_id"] for r in NEWSTT_ROWS])
+    import pandas as pd
+
+    pd.DataFrame(NEWSTT_ROWS).drop(columns="NTT").to_csv(tmp_path / "n.csv", index=False)
+    out = tmp_path / "marked.csv"
+    assert main(["convert", "--data", str(tmp_path / "n.csv"), "--layout", "newstt", "--out", str(out),
+                 "--val-fraction", "0.3", "--seed", "1"]) == 0
+    assert sorted(r.split for r in read_table(out).records) == ["train", "train", "val"]
+    assert main(["convert", "--data", str(tmp_path / "n.csv"), "--layout", "newstt", "--out", str(out),
+                 "--val-fraction", "1.5"]) == 2

@@ -171,7 +171,7 @@ def test_gradient_checkpointing_gives_the_same_steps(data, tiny_model_dir: Path,
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_weights(
         data, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = training.build_loss
+    real = training.setup.build_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -184,7 +184,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_weights(
         return type("Poisoned", (), {"__call__": staticmethod(forward), "learns_scale": loss.learns_scale,
                                      "uses_counterfactuals": loss.uses_counterfactuals})()
 
-    monkeypatch.setattr(training, "build_loss", poisoned)
+    monkeypatch.setattr(training.setup, "build_loss", poisoned)
     config = TrainConfig(model=str(tiny_model_dir), batch_size=4, max_steps=5, val_every_steps=100,
                          freeze_text_layers=1, precision="fp32", device="cpu")
     with pytest.raises(TrainingError, match=r"became nan at step 3; training stopped.*weights before this step"):
@@ -218,7 +218,7 @@ def test_full_disk_while_saving_best_leaves_the_previous_best_intact(
         return real_save(self, *args, **kwargs)
 
     monkeypatch.setattr(training.CLIPModel, "save_pretrained", failing_second_save)
-    monkeypatch.setattr(training, "validation_loss", lambda *a, **k: 1.0 / (1 + saves["n"]))  # always improves
+    monkeypatch.setattr(training.loop, "validation_loss", lambda *a, **k: 1.0 / (1 + saves["n"]))  # always improves
     with pytest.raises(OSError, match="No space left"):
         train(config, read_table(data["train"]), read_table(data["val"]), tmp_path / "run")
     assert load_model(str(tmp_path / "run" / "best")).model is not None  # the first best, whole

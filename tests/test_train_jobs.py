@@ -129,6 +129,35 @@ def test_training_data_without_a_val_split_or_without_counterfactuals_is_refused
     assert nothing_created(factory, instance)
 
 
+def test_the_thresholds_source_is_checked_recorded_and_passed_to_the_run(
+        factory, instance, dataset: int, tmp_path: Path) -> None:  # noqa: ANN001
+    table = read_table(generate_dataset(tmp_path / "noval", 8, WorldConfig(image_size=64), seed=3))
+    no_val = write_table([dataclasses.replace(r, split="test") for r in table.records], tmp_path / "noval" / "t.csv")
+    no_val_id = import_dataset(factory, instance, read_table(no_val), "no-val").id
+    with pytest.raises(ExperimentError, match="'no-val' has none. Take the threshold from the training run's"):
+        create_experiment(factory, instance, request(dataset, eval_dataset_id=no_val_id, threshold_from="eval-val"),
+                          inventory=CPU_ONLY)
+    with pytest.raises(ConfigError, match="threshold_from='eval-val' contradicts replicate_original"):
+        create_experiment(factory, instance, request(dataset, eval_dataset_id=no_val_id, threshold_from="eval-val",
+                                                     config={**CONFIG, "replicate_original": True}),
+                          inventory=CPU_ONLY)
+    with pytest.raises(ExperimentError, match="'no-val' has none"):  # f1-optimal looks in eval-val by default
+        create_experiment(factory, instance, request(dataset, eval_dataset_id=no_val_id, threshold="f1-optimal"),
+                          inventory=CPU_ONLY)
+    assert nothing_created(factory, instance)
+    tuned = create_experiment(factory, instance, request(dataset, name="tuned", eval_dataset_id=no_val_id,
+                                                         threshold="f1-optimal", threshold_from="train-val"),
+                              inventory=CPU_ONLY)  # the synthetic training set's val rows are labelled
+    median = create_experiment(factory, instance, request(dataset, name="median", eval_dataset_id=no_val_id),
+                               inventory=CPU_ONLY)
+    for experiment, expected in ((tuned, {"threshold": "f1-optimal", "threshold_from": "train-val"}),
+                                 (median, {"threshold": "val-median", "threshold_from": "train-val"})):
+        assert experiment.options == expected
+        with factory() as session:
+            [run] = experiment_runs(session, experiment.id)
+        assert run.command[run.command.index("--threshold-from") + 1] == "train-val"
+
+
 def test_a_full_disk_while_exporting_leaves_nothing_behind(factory, instance, dataset: int,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     def full(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202

@@ -200,7 +200,7 @@ def test_snapshots_are_the_weights_of_one_run_at_each_listed_step(tiny_model_dir
 
 def test_early_stopping_when_validation_cannot_improve(tiny_model_dir, synthetic_tables, tmp_path, monkeypatch) -> None:
     values = iter([1.0, 1.5, 2.0, 2.5, 3.0])
-    monkeypatch.setattr(training, "validation_loss", lambda *args: next(values))
+    monkeypatch.setattr(training.loop, "validation_loss", lambda *args: next(values))
     config = small_config(tiny_model_dir, max_steps=None, val_every_steps=1, patience=1, max_epochs=5)
     result = train(config, *synthetic_tables, tmp_path / "run")
     assert result.stopped_early and result.steps == 2 and result.best_val_loss == 1.0
@@ -236,3 +236,82 @@ def test_batch_size_larger_than_data_is_a_clear_error(tiny_model_dir, synthetic_
 
     with pytest.raises(DataError, match="lower batch_size"):
         train(small_config(tiny_model_dir, batch_size=512), *synthetic_tables, tmp_path / "run")
+
+
+# --- which items train -------------------------------------------------------------------------------
+def _with_counterfactuals(table: Table, every: int = 2) -> Table:
+    """The table with a counterfactual column, empty for every other item (as for texts without a PERSON)."""
+    import dataclasses
+
+    records = [dataclasses.replace(r, extra={**r.extra, "counterfactual": f"Nobody {i} waves" if i % every == 0
+                                              else None, "cf_recipe": "offline: test recipe"})
+               for i, r in enumerate(table.records)]
+    return Table(records, table.base_dir, None)
+
+
+def test_ablations_train_on_the_items_cft_can_use_unless_told_otherwise(tiny_model, synthetic_tables, tmp_path) -> None:
+    table = _with_counterfactuals(synthetic_tables[0])
+    cache = PixelCache(tmp_path / "px", tiny_model.preprocess)
+    with_cf = [r.id for r in table.records if r.extra["counterfactual"]]
+    cft = ContrastiveTrainingSet(table, cache, needs_counterfactuals=True)
+    clip = ContrastiveTrainingSet(table, cache, needs_counterfactuals=False)
+    every = ContrastiveTrainingSet(table, cache, needs_counterfactuals=False, item_subset="all")
+    assert [r.id for r in cft.records] == [r.id for r in clip.records] == with_cf
+    assert clip.counterfactuals[0] == () and cft.counterfactuals[0] == ("Nobody 0 waves",)
+    assert len(every) == len(table) and every.report.subset == "all"
+    assert clip.report.dropped == {"no_counterfactual": len(table) - len(with_cf)}
+    import shutil
+
+    shutil.copytree(table.base_dir / "images", tmp_path / "plain" / "images")  # no world.json beside: no names
+    plain = Table([r.__class__(r.id, r.image, r.title, r.summary) for r in table.records], tmp_path / "plain")
+    without = ContrastiveTrainingSet(plain, cache, needs_counterfactuals=False)
+    assert len(without) == len(table) and without.report.subset == "all (the data carries no counterfactuals)"
+
+
+def test_long_texts_are_cut_and_counted_or_dropped_and_no_negative_equals_its_positive(
+        tiny_model, synthetic_tables, tmp_path) -> None:
+    import dataclasses
+
+    from cftclip_core.counterfactuals import TokenWindow
+
+    base = synthetic_tables[0].records
+    filler = "and then the crowd waited " * 20  # far past the 77-token window
+    records = [
+        dataclasses.replace(base[0], extra={"counterfactual": "Dora Nim waves."}),  # fine
+        dataclasses.replace(base[1], summary=filler + "Mara Velk", extra={"counterfactual": filler + "Dora Nim"}),
+        dataclasses.replace(base[2], summary="Mara Velk " + filler, extra={"counterfactual": "Dora Nim " + filler}),
+    ]
+    table = Table(records, synthetic_tables[0].base_dir)
+    cache, window = PixelCache(tmp_path / "px", tiny_model.preprocess), TokenWindow.of(tiny_model)
+    cut = ContrastiveTrainingSet(table, cache, window=window, long_texts="truncate")
+    assert [r.id for r in cut.records] == [base[0].id, base[2].id]
+    assert cut.report.dropped == {"identical_in_window": 1} and cut.report.truncated == 1
+    dropped = ContrastiveTrainingSet(table, cache, window=window, long_texts="drop")
+    assert [r.id for r in dropped.records] == [base[0].id] and dropped.report.dropped == {"too_long": 2}
+
+
+def test_ties_count_as_improvement_only_when_asked(tiny_model_dir, synthetic_tables, tmp_path, monkeypatch) -> None:
+    def run(ties: bool) -> dict:
+        values = iter([1.0, 1.0, 1.0])
+        monkeypatch.setattr(training.loop, "validation_loss", lambda *args: next(values))
+        config = small_config(tiny_model_dir, max_steps=3, val_every_steps=1, patience=2, ties_improve=ties)
+        train(config, *synthetic_tables, tmp_path / f"ties-{ties}")
+        return json.loads((tmp_path / f"ties-{ties}" / "metrics.json").read_text())
+
+    strict, ties = run(False), run(True)
+    assert (strict["best_step"], strict["stopped_early"]) == (1, True)  # 1.0, then two validations no better
+    assert [h["improved"] for h in ties["history"]] == [True, True, True] and ties["best_step"] == 3
+
+
+def test_the_run_record_says_what_trained_and_which_recipe_made_its_counterfactuals(
+        tiny_model_dir, synthetic_tables, tmp_path) -> None:
+    train_table = _with_counterfactuals(synthetic_tables[0], every=1)
+    val_table = _with_counterfactuals(synthetic_tables[1], every=1)
+    train(small_config(tiny_model_dir, loss="clip", max_steps=1), train_table, val_table, tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["item_subset"] == "counterfactual" and record["data"]["train"]["used"] == len(train_table)
+    assert record["counterfactuals"]["recipes"] == ["offline: test recipe"]
+    assert record["early_stopping"] == "strict improvement only" and record["long_texts"] == "truncate"
+    train(small_config(tiny_model_dir, max_steps=1), *synthetic_tables, tmp_path / "world")
+    world = json.loads((tmp_path / "world" / "config.json").read_text())["counterfactuals"]
+    assert world["recipes"] == [training.data.WORLD_SWAP]

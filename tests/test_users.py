@@ -355,13 +355,20 @@ def test_deactivation_signs_out_and_releases_leased_items(factory) -> None:
 # --- command line ----------------------------------------------------------------------------
 
 
+class Terminal(io.StringIO):
+    """Standard input as when a person runs the command in a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 @pytest.fixture
 def run_cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
     monkeypatch.setenv("CFTCLIP_INSTANCE", str(tmp_path / "instance"))
     monkeypatch.setenv("CFTCLIP_DATABASE_URL", db_url)
 
-    def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    def run(*argv: str, stdin: str = "", terminal: bool = False) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", Terminal(stdin) if terminal else io.StringIO(stdin))
         code = cli.main(["users", *argv])
         out, err = capsys.readouterr()
         return code, out, err
@@ -413,9 +420,9 @@ def test_cli_mistakes_exit_2_with_one_message_and_change_nothing(run_cli, factor
 def test_cli_prompts_twice_without_stdin_flag(run_cli, factory, monkeypatch: pytest.MonkeyPatch) -> None:
     typed = iter(["first password", "other password", PASSWORD, PASSWORD])
     monkeypatch.setattr(cli.getpass, "getpass", lambda prompt="": next(typed))
-    code, _, err = run_cli("add", "ann", "--role", "annotator")
+    code, _, err = run_cli("add", "ann", "--role", "annotator", terminal=True)
     assert code == 2 and "differ" in err and _count_users(factory) == 0
-    code, _, err = run_cli("add", "ann", "--role", "annotator")
+    code, _, err = run_cli("add", "ann", "--role", "annotator", terminal=True)
     assert code == 0 and "no active admin yet" in err
     assert authenticate(factory, "ann", PASSWORD).username == "ann"
 
@@ -424,3 +431,42 @@ def test_cli_rejects_an_unknown_role(run_cli) -> None:
     with pytest.raises(SystemExit) as stopped:
         run_cli("add", "ann", "--role", "boss", "--password-stdin", stdin=PASSWORD + "\n")
     assert stopped.value.code == 2
+
+
+def test_cli_reads_a_piped_password_only_when_asked(run_cli, factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt="": pytest.fail("getpass would echo and warn"))
+    code, out, err = run_cli("add", "ann", "--role", "annotator", stdin=PASSWORD + "\n")  # a pipe, no flag
+    assert code == 2 and "no terminal" in err and "--password-stdin" in err and PASSWORD not in out + err
+    assert _count_users(factory) == 0
+    code, out, err = run_cli("add", "ann", "--role", "annotator", "--password-stdin", stdin=PASSWORD + "\n")
+    assert code == 0 and "Warning" not in err and PASSWORD not in out + err
+    assert authenticate(factory, "ann", PASSWORD).username == "ann"
+
+
+# --- changing one's own password ------------------------------------------------------------
+
+
+def test_a_user_changes_their_own_password_and_their_other_sessions_end(factory) -> None:
+    alice = create_user(factory, "alice", PASSWORD, "annotator")
+    here, elsewhere = start_session(factory, alice.id), start_session(factory, alice.id)
+    with pytest.raises(AuthError, match="current password is not right"):
+        users.change_own_password(factory, alice.id, "not it at all", "a new long password", keep_token=here)
+    with pytest.raises(AuthError, match="same as the current one"):
+        users.change_own_password(factory, alice.id, PASSWORD, PASSWORD, keep_token=here)
+    with pytest.raises(AuthError, match="too short"):
+        users.change_own_password(factory, alice.id, PASSWORD, "tiny", keep_token=here)
+    assert user_for_session(factory, elsewhere) is not None  # refusals change nothing
+    users.change_own_password(factory, alice.id, PASSWORD, "a new long password", keep_token=here)
+    assert authenticate(factory, "alice", "a new long password").id == alice.id
+    assert user_for_session(factory, here) is not None and user_for_session(factory, elsewhere) is None
+
+
+def test_wrong_current_passwords_count_towards_the_sign_in_slowdown(factory) -> None:
+    alice = create_user(factory, "alice", PASSWORD, "annotator")
+    for _ in range(users.FREE_FAILURES):
+        with pytest.raises(AuthError, match="not right"):
+            users.change_own_password(factory, alice.id, "a guess at it", "a new long password")
+    with pytest.raises(TooManyFailuresError):
+        users.change_own_password(factory, alice.id, PASSWORD, "a new long password")
+    with pytest.raises(TooManyFailuresError):
+        authenticate(factory, "alice", PASSWORD)

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 
-from annotations.db import make_engine, session_factory, upgrade
+from annotations.db import database_id, make_engine, session_factory, upgrade
 from annotations.settings import Settings
 from cftclip_core.errors import CftClipError
 from train_jobs.experiments import experiment_runs, list_experiments
@@ -33,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--watch", type=float, default=0, metavar="SECONDS", help="repeat every SECONDS until stopped")
     sub.add_parser("list", help="experiments and their runs")
     cancel = sub.add_parser("cancel", help="cancel a run (SIGTERM; it keeps a resumable checkpoint)")
-    cancel.add_argument("run_id", type=int)
+    cancel.add_argument("run_id", type=database_id)
     resume = sub.add_parser("resume", help="queue a failed or cancelled run again, from its last checkpoint")
-    resume.add_argument("run_id", type=int)
+    resume.add_argument("run_id", type=database_id)
     sub.add_parser("gpus", help="the GPUs of this machine")
     return parser
 

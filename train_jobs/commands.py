@@ -77,6 +77,12 @@ def validate_train_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+def threshold_value(value: str) -> str | float:
+    """A checked threshold as the evaluation takes it: a strategy name, or a number."""
+    value = check_threshold(value)
+    return value if value in THRESHOLDS else float(value)
+
+
 def check_threshold(value: str) -> str:
     value = str(value).strip()
     if value in THRESHOLDS:
@@ -91,12 +97,15 @@ def check_threshold(value: str) -> str:
 
 
 def train_args(data_dir: Path, config_file: Path, seed: int, run_dir: Path, *, has_eval: bool, threshold: str,
-               pixel_cache: Path | None) -> list[str]:
+               pixel_cache: Path | None, threshold_from: str | None = None) -> list[str]:
     """``pixel_cache``: a crop cache shared by every run (later seeds decode no image), given as a flag
-    so that it stays out of the config and its hash."""
+    so that it stays out of the config and its hash. ``threshold_from``: where the evaluation's threshold is
+    chosen (train-val or eval-val; None for a fixed number)."""
     args = ["train", "--train", str(data_dir / "train.csv"), "--val", str(data_dir / "val.csv")]
     if has_eval:
         args += ["--eval", str(data_dir / "eval.csv"), "--threshold", threshold]
+        if threshold_from is not None:
+            args += ["--threshold-from", threshold_from]
     if pixel_cache is not None:
         args += ["--pixel-cache-dir", str(pixel_cache)]
     return [*args, "--config", str(config_file), "--seed", str(seed), "--out", str(run_dir)]

@@ -29,6 +29,8 @@ from annotations.models import BACKENDS, Experiment, Item, ScoreSet, TrainRun, u
 from annotations.review import gold_frame
 from annotations.settings import Settings
 from cftclip_core.errors import CftClipError, ConfigError
+from cftclip_core.specs.counterfactuals import counterfactual_texts
+from cftclip_core.specs.replication import resolve_threshold_from
 from cftclip_core.specs.seeds import check_seeds
 from cftclip_core.specs.training import LOSSES, TrainConfig
 from train_jobs import commands, provenance, runfiles, states
@@ -60,6 +62,8 @@ class ExperimentRequest:
     val_dataset_id: int | None = None
     eval_dataset_id: int | None = None
     threshold: str = "val-median"  # for the evaluation: val-median, f1-optimal or a number
+    threshold_from: str | None = None  # where it is chosen: train-val (the run's validation pairs, the original's)
+    # or eval-val (the evaluation dataset's 'val' rows); None: train-val for val-median, eval-val for f1-optimal
     seeds: Sequence[int] = DEFAULT_SEEDS
     backend: str = "local"
     gpus_per_run: int = 0
@@ -94,13 +98,18 @@ def create_experiment(
     """Check ``request``, export its datasets and queue one run per seed (see module docstring)."""
     config = commands.validate_train_config(request.config)
     threshold = commands.check_threshold(request.threshold)
-    plan = _plan("train", request.name, config, {"threshold": threshold}, request.seeds, request.backend,
-                 request.gpus_per_run, request.note, settings, inventory)
+    threshold_from = (resolve_threshold_from(commands.threshold_value(threshold), request.threshold_from,
+                                             replicate=bool(config.get("replicate_original")))
+                      if request.eval_dataset_id is not None else None)
+    plan = _plan("train", request.name, config, {"threshold": threshold, "threshold_from": threshold_from},
+                 request.seeds, request.backend, request.gpus_per_run, request.note, settings, inventory)
     plan.datasets = {"train": request.train_dataset_id, "val": request.val_dataset_id, "eval": request.eval_dataset_id}
     with factory() as session:
         _check_unique_name(session, plan.name)
         labels = {dataset_id: _labels(session, dataset_id) for dataset_id in set(plan.datasets.values()) if dataset_id}
         tables = _check_datasets(session, request, config, labels)
+        if "eval" in tables:
+            _check_threshold_source(session, tables, threshold, threshold_from, labels)
     data_dir = plan.folder / "data"
     config_file = plan.folder / "config.json"
 
@@ -118,7 +127,8 @@ def create_experiment(
     def command(seed: int, run_dir: Path) -> list[str]:
         return commands.python_command(commands.TRAIN, commands.train_args(
             data_dir, config_file, seed, run_dir, has_eval="eval" in tables, threshold=threshold,
-            pixel_cache=None if config.get("pixel_cache_dir") else settings.cache_dir / "pixels"))
+            pixel_cache=None if config.get("pixel_cache_dir") else settings.cache_dir / "pixels",
+            threshold_from=threshold_from))
 
     return _create(factory, plan, write_files, command, user_id)
 
@@ -273,8 +283,8 @@ def _check_datasets(session: Session, request: ExperimentRequest, config: dict[s
     if _needs_counterfactuals(config) and not _has_counterfactuals(session, train_id):
         raise ExperimentError(
             f"Dataset '{train_name}' has no counterfactual texts, and the loss '{config.get('loss', 'cft')}' needs "
-            "them. Generate them (python -m cftclip_core counterfactual --data TABLE --out TABLE_CF), import that "
-            "table, or choose a loss without counterfactuals (clip or i2t).")
+            f"them. Generate them ({counterfactual_command(config.get('model', _default('model')))}), import that "
+            "table, or choose a loss without counterfactuals (clip or i2t); or use the Train page's quick run.")
     if request.eval_dataset_id is not None:
         eval_labels = labels[request.eval_dataset_id]
         if not any(value is not None for value in eval_labels.values()):
@@ -287,8 +297,34 @@ def _check_datasets(session: Session, request: ExperimentRequest, config: dict[s
     return tables
 
 
+def _check_threshold_source(session: Session, tables: Mapping[str, tuple[int, str | None]], threshold: str,
+                            threshold_from: str | None, labels: Mapping[int, Mapping[str, int | None]]) -> None:
+    """Refuse, before anything is queued, a threshold its source cannot give (the trainer would fail after
+    hours of training)."""
+    if threshold_from == "eval-val":
+        eval_id = tables["eval"][0]
+        if not _splits_of(session, eval_id).get(VAL_SPLIT):
+            raise ExperimentError(
+                f"Threshold from the evaluation dataset's 'val' rows, but '{get_dataset(session, eval_id).name}' has "
+                "none. Take the threshold from the training run's validation pairs (train-val), or evaluate on a "
+                "dataset with labelled 'val' rows.")
+    if threshold_from == "train-val" and threshold == "f1-optimal":
+        val_id, split = tables["val"]
+        ids = session.scalars(select(Item.external_id).where(Item.dataset_id == val_id,
+                                                             *([Item.split == split] if split else [])))
+        if not any(labels[val_id].get(external_id) is not None for external_id in ids):
+            raise ExperimentError(
+                "The f1-optimal threshold needs labels, and the validation rows have none. Take it from the "
+                "evaluation dataset's labelled 'val' rows (eval-val), or use the val-median threshold.")
+
+
 def _describe(splits: Mapping[str | None, int]) -> str:
     return ", ".join(f"{name or '(none)'}: {count}" for name, count in splits.items()) or "no items"
+
+
+def counterfactual_command(model: str) -> str:
+    """The command that makes counterfactuals with the paper's recipe, its filter being the model to train."""
+    return f"python -m cftclip_core counterfactual --data TABLE --out TABLE_CF --recipe paper --model {model}"
 
 
 def _default(name: str) -> Any:
@@ -301,7 +337,7 @@ def _needs_counterfactuals(config: Mapping[str, Any]) -> bool:
 
 def _has_counterfactuals(session: Session, dataset_id: int) -> bool:
     extras = session.scalars(select(Item.extra).where(Item.dataset_id == dataset_id).limit(50))
-    return any((extra or {}).get("counterfactual") not in (None, "") for extra in extras)
+    return any(counterfactual_texts(extra or {}) for extra in extras)
 
 
 # --- files and rows ------------------------------------------------------------------------------------

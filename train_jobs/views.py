@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,10 +23,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from annotations.models import RUN_STATES, Experiment, Item, TrainRun
+from cftclip_core.specs.counterfactuals import RECIPE_COLUMN, counterfactual_texts
 from cftclip_core.specs.seeds import parse_seeds  # noqa: F401 - the form's seed parser, re-exported for pages
 from cftclip_core.specs.training import TrainConfig, as_text, typed_values  # noqa: F401 - the form's, for pages
 from train_jobs import states
-from train_jobs.experiments import list_experiments
+from train_jobs.experiments import counterfactual_command, list_experiments  # noqa: F401 - the hint, for pages
 from train_jobs.results import results_row
 
 TRAIN_LOG = "log.jsonl"  # the trainer's step and validation records (run folder contract)
@@ -36,7 +36,6 @@ RECENT_STEPS = 20  # step records the pace (and so the ETA) is averaged over
 NOT_ON_FORM = ("seed", "pixel_cache_dir", "snapshot_steps")  # per run, set by the studio, or for the proof
 PROOF_METRICS = ("roc_auc", "f1", "name_accuracy", "context_auc")
 HEADLINE = (("f1", "F1"), ("roc_auc", "ROC-AUC"), ("name_accuracy", "name accuracy"))
-_COUNTERFACTUAL = re.compile(r"^counterfactual(_\d+)?$")
 
 
 # --- the launch form -----------------------------------------------------------------------------------
@@ -55,8 +54,50 @@ def unique_name(session: Session, base: str) -> str:
 def counterfactuals_per_item(session: Session, dataset_id: int) -> int:
     """How many counterfactual texts the dataset's items carry (0: none, which the cft losses cannot train on)."""
     extras = session.scalars(select(Item.extra).where(Item.dataset_id == dataset_id).limit(50))
-    return max((sum(1 for key, value in (extra or {}).items() if _COUNTERFACTUAL.match(key) and value not in
-                    (None, "")) for extra in extras), default=0)
+    return max((len(counterfactual_texts(extra or {})) for extra in extras), default=0)
+
+
+def counterfactual_recipes(session: Session, dataset_id: int) -> list[str]:
+    """The recipes (one line each, from the ``cf_recipe`` column) that made the dataset's counterfactuals,
+    most items first; empty when it has none or they predate the column."""
+    counts: dict[str, int] = {}
+    for extra in session.scalars(select(Item.extra).where(Item.dataset_id == dataset_id)):
+        recipe = (extra or {}).get(RECIPE_COLUMN)
+        if recipe not in (None, ""):
+            counts[str(recipe)] = counts.get(str(recipe), 0) + 1
+    return sorted(counts, key=lambda recipe: -counts[recipe])
+
+
+def experiment_rows(session: Session, train_id: int, val_id: int | None,
+                    eval_id: int | None) -> dict[str, set[tuple[str, str]]]:
+    """(image hash, summary) of the rows each set of an experiment uses, chosen as ``create_experiment`` does:
+    the training dataset's 'train' rows (all rows of a separate training dataset without any), its 'val'
+    rows or the validation dataset's, and every row of the evaluation dataset."""
+    def rows(dataset_id: int, split: str | None) -> set[tuple[str, str]]:
+        query = select(Item.media_sha256, Item.summary).where(Item.dataset_id == dataset_id)
+        if split is not None:
+            query = query.where(Item.split == split)
+        return {(sha, summary) for sha, summary in session.execute(query)}
+
+    def has(dataset_id: int, split: str) -> bool:
+        return session.scalar(select(Item.id).where(Item.dataset_id == dataset_id, Item.split == split).limit(1)) \
+            is not None
+
+    same = val_id is None or val_id == train_id
+    sets = {"training": rows(train_id, "train" if same or has(train_id, "train") else None),
+            "validation": rows(train_id, "val") if same else rows(val_id, "val" if has(val_id, "val") else None)}
+    if eval_id is not None:
+        sets["evaluation"] = rows(eval_id, None)
+    return sets
+
+
+def split_overlaps(session: Session, train_id: int, val_id: int | None,
+                   eval_id: int | None) -> list[tuple[str, str, int]]:
+    """(set, other set, items both hold) for each pair of an experiment's sets that share items."""
+    sets = experiment_rows(session, train_id, val_id, eval_id)
+    names = list(sets)
+    return [(a, b, len(sets[a] & sets[b])) for i, a in enumerate(names) for b in names[i + 1:]
+            if sets[a] & sets[b]]
 
 
 def own_checkpoints(session: Session) -> dict[str, str]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cftclip_core.errors import ConfigError
+from cftclip_core.specs.counterfactuals import LONG_TEXTS
+from cftclip_core.specs.replication import REPLICATE_ORIGINAL
 from cftclip_core.specs.seeds import MAX_SEED
 
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"  # the paper's backbone
@@ -23,6 +25,7 @@ DEFAULT_TEMPERATURE = 0.05  # the paper's LOSS_TEMPERATURE
 TEXT_FIELDS = ("title", "summary")
 SCHEDULES = ("cosine", "periodic", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
+ITEM_SUBSETS = ("counterfactual", "all")  # which items train: those cft can use (like with like), or every item
 MAX_INT = 2**31 - 1  # every integer field fits a database integer column
 
 
@@ -76,6 +79,13 @@ class TrainConfig:
     gradient_checkpointing: bool | None = None  # recompute activations in backward; None: on for CUDA runs
     pixel_cache_dir: str | None = None  # share across runs so later seeds decode no image; None: out_dir/pixel-cache
     snapshot_steps: tuple[int, ...] = ()  # also save the model after these steps, in out_dir/snapshots/step-N
+    long_texts: str = "truncate"  # texts over the model's token window: "truncate" (cut, counted) or "drop" (the
+    # original: such texts never reached training)
+    ties_improve: bool = False  # a validation loss equal to the best counts as improvement (the original's
+    # EarlyStopping); the product stops on strict improvement
+    item_subset: str = "counterfactual"  # "counterfactual": every loss trains on the items cft can use (those with
+    # counterfactuals), so ablations compare like with like; "all": losses without counterfactuals use every item
+    replicate_original: bool = False  # the released code's behaviour (specs.replication.REPLICATE_ORIGINAL)
 
     # --- building ---------------------------------------------------------------------------------------
     @classmethod
@@ -96,6 +106,9 @@ class TrainConfig:
         changes = dict(values)
         if isinstance(changes.get("snapshot_steps"), list):  # JSON has no tuples
             changes["snapshot_steps"] = tuple(changes["snapshot_steps"])
+        if changes.get("replicate_original") is True:  # the preset fills what is not given and refuses contradictions
+            REPLICATE_ORIGINAL.check({k: v for k, v in changes.items() if k in REPLICATE_ORIGINAL.train})
+            changes = {**REPLICATE_ORIGINAL.train, **changes}
         config = cls(**changes)
         config.validate()
         return config
@@ -156,6 +169,18 @@ class TrainConfig:
         if not isinstance(self.snapshot_steps, (tuple, list)) or not all(
                 _is_int(s) and 1 <= s <= MAX_INT for s in self.snapshot_steps):
             raise bad("snapshot_steps", "give a list of positive step numbers, or none")
+        if self.long_texts not in LONG_TEXTS:
+            raise bad("long_texts", f"choose {' or '.join(LONG_TEXTS)}")
+        for name in ("ties_improve", "replicate_original"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "use true or false")
+        if self.item_subset not in ITEM_SUBSETS:
+            raise bad("item_subset", f"choose {' or '.join(ITEM_SUBSETS)}")
+        if self.replicate_original:
+            for name, value in REPLICATE_ORIGINAL.train.items():
+                if getattr(self, name) != value:
+                    raise bad(name, f"replicate_original sets it to {as_text(value)}; change it back or turn "
+                                    "replicate_original off")
 
     @property
     def loss_spec(self) -> LossSpec:

@@ -9,7 +9,8 @@ module overrides it (e.g. with users, made with ``e2e_db``) to start the app on 
 ``e2e_db``: a session factory on the instance's database, schema upgraded (prepare and check data).
 ``page``: a Playwright page in a fresh browser context (60 s timeouts; a screenshot is kept on failure).
 ``new_page``: ``new_page()`` opens one more page in its own context (own cookies: another user).
-``sign_in``: ``sign_in(page, base_url, username, password)`` signs in through the login page.
+``sign_in``: ``sign_in(page, base_url, username, password)`` signs in through the login page (and waits
+until the browser holds the sign-in cookie).
 ``screenshot``: ``screenshot(page, "name")`` saves a full-page PNG under ``$CFTCLIP_E2E_SCREENSHOTS``
 (default: the test's tmp folder) and returns its path.
 Every test in this folder is skipped when Debian's Chromium or the playwright package is missing.
@@ -278,5 +279,6 @@ def sign_in() -> Callable[[Page, str, str, str], None]:
         page.get_by_label("Password", exact=True).fill(password)
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_test_id("stSidebar").get_by_text(f"Signed in as {username}")).to_be_visible()
+        page.wait_for_function("document.cookie.includes('cftclip_session=')")  # a reload now stays signed in
 
     return sign_in_as
