@@ -96,6 +96,8 @@ class Dataset(Base):
         ForeignKey("score_sets.id", ondelete="SET NULL", use_alter=True)
     )
     uncertainty_threshold: Mapped[float | None] = mapped_column(Float)
+    # Team (0006_team): the share of an annotator's items that are control items, when the dataset has some
+    control_rate: Mapped[float] = mapped_column(Float, default=0.1, server_default="0.1")
 
 
 class Item(Base):
@@ -359,3 +361,46 @@ class TrainRun(Base):
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
     results_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     results_error: Mapped[str] = mapped_column(Text, default="")
+
+
+# --- Team: who may label a dataset, control items with known answers, comments (0006_team) --------
+
+
+class DatasetAssignment(Base):
+    """A user assigned to label a dataset. A dataset without any assignment is open to everyone."""
+
+    __tablename__ = "dataset_assignments"
+
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    assigned_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+CONTROL_SOURCES = ("gold", "imported")  # where a control item's answer came from
+
+
+class ControlItem(Base):
+    """An item whose answer is known, mixed into every annotator's queue at the dataset's
+    ``control_rate`` (never shown as such) to measure each annotator's accuracy."""
+
+    __tablename__ = "control_items"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    value: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(20))  # one of CONTROL_SOURCES
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ItemComment(Base):
+    """A comment on an item (a flagged one, usually): researchers write it, the flagging annotators read it."""
+
+    __tablename__ = "item_comments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

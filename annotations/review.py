@@ -2,11 +2,15 @@
 
 Gold is the majority vote by default; a researcher can settle an item (ties, disagreements, flags)
 with a reason, which overrides the majority and is kept with its history in ``gold_events``.
-Annotators' own labels are never changed here.
+Control items (``annotations.control``) do not change the gold: their known answers only measure
+each annotator's accuracy. Annotators' own labels are never changed here.
 """
 
 from __future__ import annotations
 
+import io
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,11 +108,14 @@ def gold_frame(session: Session, dataset_id: int) -> pd.DataFrame:
     return frame
 
 
-def review_queue(session: Session, dataset_id: int) -> pd.DataFrame:
-    """Items a researcher should look at: disagreement or a flag, undecided first."""
+def review_queue(session: Session, dataset_id: int, *, include_settled: bool = False) -> pd.DataFrame:
+    """Items a researcher should look at (disagreement or a flag) that are not settled yet, in dataset
+    order; with ``include_settled`` the settled ones too, after them (``decided`` tells them apart)."""
     gold = gold_frame(session, dataset_id)
     queue = gold[gold["disagreement"] | gold["flagged"]].copy()
     queue["decided"] = queue["adjudicated"].notna()
+    if not include_settled:
+        queue = queue[~queue["decided"]]
     return queue.sort_values(["decided", "position"]).reset_index(drop=True)
 
 
@@ -187,3 +194,18 @@ def export_labels(session: Session, dataset_id: int, path: str | Path, media: Se
     by_external = dict(zip(table["id"], extra))
     gold = dict(zip(table["id"], table["label"]))
     return export_dataset(session, dataset_id, path, media, extra_by_id=by_external, label_by_id=gold)
+
+
+def export_archive(session: Session, dataset_id: int, settings: Settings) -> bytes:
+    """The labelled dataset as one ZIP: ``labels.csv`` (as ``export_labels`` writes it) and its images
+    in ``images/``. Built in a scratch folder of the instance's cache."""
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.cache_dir, prefix="export-") as scratch:
+        folder = Path(scratch)
+        export_labels(session, dataset_id, folder / "labels.csv", settings)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(folder.rglob("*")):
+                if file.is_file():
+                    archive.write(file, file.relative_to(folder).as_posix())
+    return buffer.getvalue()

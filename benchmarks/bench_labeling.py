@@ -40,9 +40,8 @@ from pathlib import Path
 import sqlalchemy
 from sqlalchemy import create_engine, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm import Session
-
+from sqlalchemy.orm.exc import StaleDataError
 
 from annotations.db import make_engine, session_factory, upgrade, write_session
 from annotations.labeling import cast_vote, next_item
@@ -211,7 +210,7 @@ def measure(name: str, runner: Callable[..., Outcome], url: str, votes_each: int
     saved = [v for o in outcomes if o for v in o[1]]
     check = make_engine(url) if runner is run_ours else create_engine(url)
     with Session(check) as session:
-        stored = {(l.item_id, l.user_id): l.value for l in session.scalars(select(Label))}
+        stored = {(label.item_id, label.user_id): label.value for label in session.scalars(select(Label))}
         n_events = session.scalar(select(func.count()).select_from(LabelEvent))
     check.dispose()
     per_item = Counter(item for (item, _), value in stored.items() if value is not None)

@@ -50,19 +50,25 @@ with add, st.form("add-user"):
         attempt(lambda: create_user(app.sessions, username, password, role, display_name), f"Added {username}.",
                 clear=ADD_FIELDS)
 
-with change, st.form("change-user"):
+with change:  # not a form: choosing a user must fill in their current role and state at once
     st.subheader("Change a user")
-    who = st.selectbox("User", [u.username for u in users])
-    new_role = st.selectbox("New role", ROLES)
-    new_password = st.text_input("New password", type="password", autocomplete="new-password")
-    role_clicked = st.form_submit_button("Set role")
-    password_clicked = st.form_submit_button("Reset password (signs them out everywhere)")
-    deactivate_clicked = st.form_submit_button("Deactivate")
-    activate_clicked = st.form_submit_button("Activate")
-    if role_clicked:
-        attempt(lambda: set_role(app.sessions, who, new_role), f"{who} is now {new_role}.")
-    if password_clicked:
+    who = st.selectbox("User", [u.username for u in users], key="change_user")
+    chosen = next(u for u in users if u.username == who)
+    new_role = st.selectbox("New role", ROLES, index=ROLES.index(chosen.role), key=f"role-{who}")
+    promoting = new_role == "admin" and chosen.role != "admin"
+    confirmed = promoting and st.checkbox(
+        f"Yes, make {who} an administrator: they can manage every user, role and password", key=f"promote-{who}")
+    if st.button("Set role", disabled=new_role == chosen.role):
+        if promoting and not confirmed:
+            st.error(escape_markdown(f"Tick the box above to confirm that {who} becomes an administrator; "
+                                     "nothing was changed."), icon=":material/error:")
+        else:
+            attempt(lambda: set_role(app.sessions, who, new_role), f"{who} is now {new_role}.")
+    new_password = st.text_input("New password", type="password", autocomplete="new-password", key=f"password-{who}")
+    if st.button("Reset password (signs them out everywhere)"):
         attempt(lambda: reset_password(app.sessions, who, new_password), f"New password set for {who}.")
-    if deactivate_clicked or activate_clicked:
-        attempt(lambda: set_active(app.sessions, who, activate_clicked),
-                f"{who} is {'active' if activate_clicked else 'deactivated'}.")
+    if chosen.active:
+        if st.button("Deactivate", help="Signs them out and gives back the items they hold"):
+            attempt(lambda: set_active(app.sessions, who, False), f"{who} is deactivated.")
+    elif st.button("Activate"):
+        attempt(lambda: set_active(app.sessions, who, True), f"{who} is active.")

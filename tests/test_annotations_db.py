@@ -204,7 +204,7 @@ def test_concurrent_read_then_write_sessions_do_not_fail_on_sqlite(tmp_path: Pat
 
 
 def test_a_tiny_model_score_set_from_before_the_flag_column_is_flagged_by_the_upgrade(db_url: str) -> None:
-    upgrade(db_url, "0005")
+    upgrade(db_url, "0006")
     engine = make_engine(db_url)
     with engine.begin() as conn:
         _insert_scored_item(conn)

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from annotations.db import make_engine, session_factory
 from annotations.labeling import release_leases
-from annotations.models import GoldLabel, Label, LabelEvent, Lease, User
+from annotations.models import Label, Lease, User
 from cftclip_core.demo import demo_table_path
 from tests.conftest import app_test, make_image
 
@@ -104,49 +104,6 @@ def test_leaving_annotate_gives_the_held_item_back(app_instance) -> None:  # noq
     assert release_leases(factory, user_id) == 1 and leases() == 0
 
 
-def test_annotate_keyboard_flow_vote_reasons_skip_flag_undo(app_instance) -> None:  # noqa: ANN001
-    app_test(app_instance, user=ADMIN).run()  # first start imports the demo dataset
-    at = app_test(app_instance, "pages/annotate.py", user=ANNOTATOR).run()
-    assert not at.exception
-    shown = [m.value for m in at.get("html")]
-    assert any("Collins" in h for h in shown)  # the first item's title, as plain text
-    assert not at.metric and not any("similarity" in c.value.lower() for c in at.caption)  # blind
-
-    click(at, "Yes")
-    assert [v for _, _, v in labels_in(app_instance)] == [1]
-    at.multiselect[0].set_value(["wrong person"]).run()  # reasons for a "no"
-    click(at, "No")
-    click(at, "Flag")
-    click(at, "Skip")
-    assert sorted((v is None) for _, _, v in labels_in(app_instance)) == [False, False, True]
-    with sessions(app_instance)() as session:
-        no = session.scalars(select(Label).where(Label.value == 0)).one()
-        skipped = session.scalars(select(Label).where(Label.value.is_(None))).one()
-        assert no.reasons == ["wrong person"] and skipped.flagged and no.seconds_spent is not None
-    click(at, "Undo")
-    assert len(labels_in(app_instance)) == 2
-    assert any("Undone" in c.value for c in at.caption)
-    with sessions(app_instance)() as session:
-        assert session.scalar(select(func.count()).select_from(LabelEvent)) == 4  # vote, vote, skip, undo
-
-
-def test_article_markup_shows_as_text(app_instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    make_image(tmp_path / "a.jpg")
-    pd.DataFrame([{"id": "x", "image": "a.jpg", "title": "<script>alert(1)</script> **bold**",
-                   "summary": "![img](http://evil/x.png) <b>hi</b>"}]).to_csv(tmp_path / "t.csv", index=False)
-    monkeypatch.setenv("CFTCLIP_IMPORT_ROOTS", str(tmp_path))  # server files: admins, inside these folders
-    at = app_test(app_instance, "pages/import_data.py", user=ADMIN).run()
-    at.radio[0].set_value("A file on this server").run()
-    at.text_input[0].input(str(tmp_path / "t.csv"))
-    at.text_input[1].input("markup").run()
-    click(at, "Import")
-    at = app_test(app_instance, "pages/annotate.py", user=ANNOTATOR)
-    at.session_state["annotate_dataset"] = "markup"
-    at.run()
-    shown = " ".join(h.value for h in at.get("html"))
-    assert "&lt;script&gt;alert(1)&lt;/script&gt; **bold**" in shown and "<b>" not in shown
-
-
 def test_import_page_previews_problems_and_writes_nothing(app_instance, tmp_path: Path,  # noqa: ANN001
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     make_image(tmp_path / "a.jpg")
@@ -178,56 +135,6 @@ def test_import_page_previews_problems_and_writes_nothing(app_instance, tmp_path
     at.checkbox[0].check().run()  # skip bad rows
     click(at, "Import")
     assert any("Imported 1 items as 'bad' (2 bad row(s) left out)" in s.value for s in at.success)
-
-
-def test_review_shows_agreement_and_settles_gold(app_instance) -> None:  # noqa: ANN001
-    from annotations.importer import import_dataset
-    from annotations.labeling import cast_vote, next_item
-    from annotations.users import create_user
-    from cftclip_core.formats import read_table
-
-    factory = sessions(app_instance)
-    dataset = import_dataset(factory, app_instance, read_table(demo_table_path()), "votes")
-    voters = [create_user(factory, name, "correct horse battery", "annotator") for name in ("a1", "a2", "a3")]
-    for index, voter in enumerate(voters):
-        for _ in range(4):
-            card = next_item(factory, dataset.id, voter.id)
-            cast_vote(factory, voter.id, card.item_id, 1 if index < 2 or card.position % 2 else 0)
-    at = app_test(app_instance, "pages/review.py", user=RESEARCHER)
-    at.session_state["review_dataset"] = "votes"
-    at.run()
-    assert not at.exception
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Votes"] == "12" and metrics["Fleiss' kappa"] != "n/a"
-    assert any("not settled yet" in c.value for c in at.caption)
-    at.text_input[0].input("face of the minister is visible")
-    next(b for b in at.button if b.label == "Save gold label").click().run()
-    assert not at.exception
-    with factory() as session:
-        gold = session.scalars(select(GoldLabel)).one()
-        assert gold.reason == "face of the minister is visible" and gold.method == "adjudicated"
-
-
-def test_review_of_a_tie_preselects_no_gold_label(app_instance) -> None:  # noqa: ANN001
-    from annotations.importer import import_dataset
-    from annotations.labeling import cast_vote, next_item
-    from annotations.users import create_user
-    from cftclip_core.formats import read_table
-
-    factory = sessions(app_instance)
-    dataset = import_dataset(factory, app_instance, read_table(demo_table_path()), "tie")
-    for name, value in (("t1", 1), ("t2", 0)):
-        voter = create_user(factory, name, "correct horse battery", "annotator")
-        cast_vote(factory, voter.id, next_item(factory, dataset.id, voter.id).item_id, value)
-    at = app_test(app_instance, "pages/review.py", user=RESEARCHER)
-    at.session_state["review_dataset"] = "tie"
-    at.run()
-    assert next(r for r in at.radio if r.label == "Gold label").value is None
-    at.text_input[0].input("one says yes, one says no")
-    next(b for b in at.button if b.label == "Save gold label").click().run()
-    assert any("Pick the gold label first" in e.value for e in at.error)
-    with factory() as session:
-        assert session.scalars(select(GoldLabel)).first() is None
 
 
 def test_admin_adds_a_user_without_seeing_passwords(app_instance) -> None:  # noqa: ANN001
@@ -286,15 +193,29 @@ def test_export_has_every_annotators_label_and_how_gold_was_decided(app_instance
     assert cli.main(["export", "nope", str(tmp_path / "x.csv")]) == 2
 
 
-def test_annotator_changes_an_earlier_answer_with_a_trace(app_instance) -> None:  # noqa: ANN001
-    app_test(app_instance, user=ADMIN).run()  # first start imports the demo dataset
-    at = app_test(app_instance, "pages/annotate.py", user=ANNOTATOR).run()
-    click(at, "No")
-    click(at, "Yes")
-    next(b for b in at.button if b.label == "Set yes" and not b.disabled).click().run()  # the earlier "no"
-    assert not at.exception
-    assert sorted(v for _, _, v in labels_in(app_instance)) == [1, 1]
-    with sessions(app_instance)() as session:
-        edit = session.scalars(select(LabelEvent).order_by(LabelEvent.id.desc())).first()
-        assert (edit.value, edit.previous_value, edit.had_previous) == (1, 0, True)
-    assert any("Changed" in c.value for c in at.caption)
+def test_change_a_user_starts_from_their_role_and_state_and_confirms_a_promotion(app_instance) -> None:  # noqa: ANN001
+    from annotations.users import create_user
+
+    factory = sessions(app_instance)
+    create_user(factory, "zoe", "correct horse battery", "annotator")
+    at = app_test(app_instance, "pages/users.py", user=ADMIN).run()
+    at.selectbox(key="change_user").set_value("zoe").run()
+    assert at.selectbox(key="role-zoe").value == "annotator"  # not "admin": one click no longer promotes
+    assert next(b for b in at.button if b.label == "Set role").disabled  # nothing to change yet
+    labels = [b.label for b in at.button]
+    assert "Deactivate" in labels and "Activate" not in labels  # only what fits an active user
+
+    at.selectbox(key="role-zoe").set_value("admin").run()
+    next(b for b in at.button if b.label == "Set role").click().run()
+    assert any("Tick the box above to confirm" in e.value for e in at.error)
+    with factory() as session:
+        assert session.scalar(select(User.role).where(User.username == "zoe")) == "annotator"
+    at.checkbox(key="promote-zoe").check().run()
+    next(b for b in at.button if b.label == "Set role").click().run()
+    with factory() as session:
+        assert session.scalar(select(User.role).where(User.username == "zoe")) == "admin"
+
+    at.selectbox(key="change_user").set_value("zoe").run()
+    next(b for b in at.button if b.label == "Deactivate").click().run()
+    at.selectbox(key="change_user").set_value("zoe").run()
+    assert [b.label for b in at.button if b.label in ("Activate", "Deactivate")] == ["Activate"]

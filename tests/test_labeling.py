@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 
 from annotations.db import make_engine, session_factory, upgrade, write_session
 from annotations.importer import import_dataset
-from annotations.score_sets import store_score_set
 from annotations.labeling import (
     REASONS,
     Card,
@@ -27,6 +26,7 @@ from annotations.labeling import (
     undo_last,
 )
 from annotations.models import Dataset, Item, Label, LabelEvent, Lease, User, utcnow
+from annotations.score_sets import store_score_set
 from cftclip_core.formats import read_table
 from tests.conftest import make_image
 
@@ -69,7 +69,7 @@ def _import(factory, instance, folder: Path, name: str, n: int) -> int:
 
 def _labels(world: World) -> dict[tuple[int, int], int | None]:
     with world.factory() as session:
-        return {(l.item_id, l.user_id): l.value for l in session.scalars(select(Label))}
+        return {(label.item_id, label.user_id): label.value for label in session.scalars(select(Label))}
 
 
 def _events(world: World) -> list[LabelEvent]:
@@ -79,7 +79,7 @@ def _events(world: World) -> list[LabelEvent]:
 
 def _leases(world: World) -> dict[int, int]:
     with world.factory() as session:
-        return {l.item_id: l.user_id for l in session.scalars(select(Lease))}
+        return {lease.item_id: lease.user_id for lease in session.scalars(select(Lease))}
 
 
 def _next(world: World, user: str, now: datetime = T0) -> Card | None:
@@ -294,12 +294,21 @@ def test_the_score_is_shown_only_after_the_annotators_own_vote_and_only_if_enabl
 
     def score(user: int) -> float | None:
         with world.factory() as session:
-            return score_after_vote(session, world.dataset_id, item, user)
+            shown = score_after_vote(session, world.dataset_id, item, user)
+        return None if shown is None else shown.similarity
 
     _vote(world, "ann", item, 1)
     assert score(ann) is None  # the dataset does not reveal scores
     set_annotation_settings(world.factory, world.dataset_id, reveal_score_after_vote=True)
     assert score(ann) == pytest.approx(0.7)  # newest score set
+    with world.factory() as session:
+        shown = score_after_vote(session, world.dataset_id, item, ann)
+    # which set, against what threshold (the set's only score: its median) and what it predicts
+    assert (shown.model_name, shown.score_set_id, shown.threshold, shown.prediction) == ("new", 2, 0.7, 0)
+    set_annotation_settings(world.factory, world.dataset_id, uncertainty_score_set_id=2, uncertainty_threshold=0.5)
+    with world.factory() as session:
+        shown = score_after_vote(session, world.dataset_id, item, ann)
+    assert (shown.threshold, shown.threshold_source, shown.prediction) == (0.5, "the dataset's ordering threshold", 1)
     assert score(bob) is None  # bob has not voted: blind
     _vote(world, "bob", item, None)
     assert score(bob) is None  # a skip does not unlock it

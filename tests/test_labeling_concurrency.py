@@ -98,7 +98,7 @@ def test_twenty_annotators_voting_at_once_lose_and_duplicate_nothing(db_url: str
     assert [len(a.results) for a in annotators] == [VOTES_EACH] * N_ANNOTATORS
 
     with factory() as session:
-        labels = {(l.item_id, l.user_id): l.value for l in session.scalars(select(Label))}
+        labels = {(label.item_id, label.user_id): label.value for label in session.scalars(select(Label))}
         events = session.execute(select(LabelEvent.item_id, LabelEvent.user_id, LabelEvent.request_id)).all()
         leases_left = session.scalar(select(func.count()).select_from(Lease))
     engine.dispose()
@@ -123,7 +123,7 @@ def test_sqlite_writers_of_one_process_are_served_in_arrival_order() -> None:
     """No annotator starves: the in-process write queue hands over first come, first served."""
     import time
 
-    from annotations.labeling import _FairLock
+    from annotations.labeling.base import _FairLock
 
     lock = _FairLock()
     order: list[int] = []

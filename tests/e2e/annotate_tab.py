@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 SETTLE_MS = 500  # the buttons' keyboard shortcuts are bound a moment after the card is painted
 KEY_RETRIES = 3
+DROPPED = "Dropped"  # how the status line begins when a press was refused (double click, previous card)
 
 
 class AnnotateTab:
@@ -16,11 +18,16 @@ class AnnotateTab:
         self.items = items  # card title -> (item id, external id)
 
     @property
+    def status(self) -> Locator:
+        """The page's one status line (a polite live region): what the last action did."""
+        return self.page.locator(".annotate-status")
+
+    @property
     def confirmation(self) -> Locator:
-        return self.page.get_by_test_id("stCaptionContainer").filter(has_text=re.compile(r"^(Saved|Undone|Nothing saved)"))
+        return self.status.filter(has_text=re.compile(rf"^(Saved|Undone|{DROPPED})"))
 
     def title(self) -> str:
-        return self.page.get_by_test_id("stMain").get_by_test_id("stHtml").first.inner_text().strip()
+        return self.page.locator(".card-title").first.inner_text().strip()
 
     def card(self) -> str:
         """The external id of the item on the card, once the whole card is drawn: while Streamlit redraws,
@@ -32,7 +39,8 @@ class AnnotateTab:
         return external_id
 
     def settled_card(self) -> str:
-        """The card's external id, once drawn and its shortcuts had a moment to be bound."""
+        """The card's external id, once drawn and its shortcuts had a moment to be bound (which is also
+        longer than the page's minimum time a card is on screen before a vote counts)."""
         external_id = self.card()
         self.page.wait_for_timeout(SETTLE_MS)
         return external_id
@@ -40,19 +48,27 @@ class AnnotateTab:
     def press_vote(self, key: str, said: str) -> str:
         """Press ``key`` (Y, N or S) until the page confirms the vote as ``said``; returns the item's external id.
 
-        Streamlit can lose a key pressed while it re-binds shortcuts after a redraw (a known limitation).
-        Pressing again is what an annotator does, and it is safe: a press on the same card carries the same
-        request id, and one meant for a card already gone is dropped."""
+        Streamlit can lose a key pressed while it re-binds shortcuts after a redraw (a known limitation), and
+        the page drops a press that comes sooner after the card appeared than anyone reads it. Pressing again
+        is what an annotator does, and it is safe: a press on the same card carries the same request id, and
+        one meant for a card already gone is dropped."""
         external_id = self.card()
         saved = f"Saved {external_id}: {said}. Press U to undo."
         for _ in range(KEY_RETRIES - 1):
+            before = self.status.inner_text()
             self.page.keyboard.press(key)
-            try:
-                expect(self.confirmation).to_have_text(saved, timeout=8_000)
-                return external_id
-            except AssertionError:
-                if self.card() != external_id:
-                    raise
+            try:  # saved, or a new "Dropped ..." (its text differs from any earlier one: it gives the time)
+                self.page.wait_for_function(
+                    "([saved, before, dropped]) => { const s = document.querySelector('.annotate-status');"
+                    " const t = s ? s.innerText.trim() : ''; return t === saved || (t.startsWith(dropped) && t !== before) }",
+                    arg=[saved, before.strip(), DROPPED], timeout=8_000)
+                if self.status.inner_text().strip() == saved:
+                    return external_id
+                self.page.wait_for_timeout(SETTLE_MS)  # dropped as too soon: look at the card a moment
+            except PlaywrightTimeout:  # the key was lost
+                pass
+            if self.card() != external_id:
+                raise AssertionError(f"the card moved on from {external_id} without confirming the vote")
         self.page.keyboard.press(key)
         expect(self.confirmation).to_have_text(saved)
         return external_id

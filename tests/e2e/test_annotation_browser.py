@@ -11,11 +11,12 @@ same keys) are still on the page: it must never change the previous item.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from annotate_tab import AnnotateTab
+from annotate_tab import DROPPED, AnnotateTab
 from playwright.sync_api import Locator, Page, expect
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -110,7 +111,7 @@ class Annotator(AnnotateTab):
         external_id = self.settled_card()  # the first key must not be lost: the test waits for its redraw
         self.page.keyboard.press(KEYS[first])
         new_title = self.page.wait_for_function(  # checked every animation frame; expect() polls 100 ms+ apart
-            "old => { const t = document.querySelector('[data-testid=stMain] [data-testid=stHtml]');"
+            "old => { const t = document.querySelector('.card-title');"
             " return t && t.innerText.trim() !== old ? t.innerText.trim() : null }",
             arg=self.title(), polling="raf",
         ).json_value()
@@ -128,7 +129,7 @@ class Annotator(AnnotateTab):
             self.count(next_id, second)
             self.expect_progress()
             return external_id, next_id
-        assert caption == first_caption or caption.startswith("Nothing saved"), (
+        assert caption == first_caption or caption.startswith(DROPPED), (
             f"the key pressed once the next card ({next_id}) showed went elsewhere: {caption!r}"
         )
         self.expect_progress()  # refused or lost: nothing was saved for it; press it again
@@ -150,7 +151,76 @@ class Annotator(AnnotateTab):
     def flag(self) -> None:
         self.settled_card()
         self.page.keyboard.press("f")
-        expect(self.page.get_by_test_id("stAlert").filter(has_text="Flagged for review")).to_be_visible()
+        expect(self.status).to_have_text("Flagged for review: vote as usual.")  # said once...
+        expect(self.page.get_by_text("Flagged for review: vote as usual.")).to_have_count(2)  # ...and marked
+        expect(self.page.get_by_role("alert")).to_have_count(0)  # not an alert repeated on every redraw
+
+    def twice(self, press: Callable[[], None], first_value: int) -> tuple[str, str]:
+        """Press (click or key) twice, 80 ms apart, on a card looked at: only the first press may count, the
+        next card must stay untouched. Returns the two items' external ids."""
+        external_id = self.settled_card()
+        press()
+        self.page.wait_for_timeout(80)
+        press()
+        expect(self.page.locator("[data-stale=true]")).to_have_count(0)
+        next_id = self.card()
+        assert next_id != external_id
+        said = self.status.inner_text()
+        assert said == f"Saved {external_id}: {SAID[first_value]}. Press U to undo." or said.startswith(DROPPED), said
+        self.count(external_id, first_value)
+        self.expect_progress()
+        return external_id, next_id
+
+
+def check_accessibility(tab: Annotator, screenshot: Callable[[Page, str], Path]) -> None:
+    """Zoom and keys dialogs by key; Yes and No look alike; the image says what it shows; one live region;
+    at 390 px the summary and the vote buttons are on the first screen, after a short image."""
+    page = tab.page
+    tab.settled_card()
+    title = tab.title()
+    image = page.get_by_test_id("stImage").locator("img").first
+    assert image.get_attribute("alt") == f"Thumbnail of the article: {title}"
+    page.keyboard.press("z")
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_role("img", name=f"Thumbnail of the article: {title}")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    tab.settled_card()
+    page.keyboard.press("h")
+    keys = dialog.get_by_role("table")
+    expect(keys).to_be_visible()
+    for key in ("Y", "N", "1", "6", "S", "U", "F", "Z", "G", "H"):
+        expect(keys.get_by_role("cell", name=key, exact=True)).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+
+    def look(name: str) -> dict[str, str]:
+        return page.locator(f".st-key-{name}-{tab.items[title][0]}").get_by_role("button").first.evaluate(
+            "b => { const s = getComputedStyle(b); return {bg: s.backgroundColor, fg: s.color, border: s.borderColor} }")
+
+    page.mouse.move(1, 1)  # neither hovered nor focused
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    assert look("y") == look("n")  # a blind vote: neither answer is favoured
+    expect(page.locator("[role=status], [aria-live]")).to_have_count(1)
+    expect(page.get_by_role("alert")).to_have_count(0)
+
+    size = page.viewport_size
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.wait_for_timeout(300)  # the layout follows the width
+        screenshot(page, "annotate-phone")
+        scroller = page.get_by_test_id("stMain")
+        assert scroller.evaluate("m => m.scrollTop") == 0
+        image_box = image.bounding_box()
+        item_id = tab.items[title][0]
+        for needed in (page.locator(".card-title"), page.locator(".card-summary"),
+                       page.locator(f".st-key-y-{item_id}").get_by_role("button", name=re.compile("^Yes")),
+                       page.locator(f".st-key-n-{item_id}").get_by_role("button", name=re.compile("^No"))):
+            box = needed.bounding_box()
+            assert box is not None and box["y"] >= image_box["y"] + image_box["height"] - 1  # after the image...
+            assert box["y"] + box["height"] <= 844, needed  # ...and on the first screen, without scrolling
+    finally:
+        page.set_viewport_size(size)
 
 
 def metric(page: Page, label: str) -> Locator:
@@ -222,14 +292,37 @@ def test_two_annotators_label_with_the_keyboard_and_a_researcher_sees_the_agreem
         external_id: (value, external_id == flagged) for external_id, value in alice_votes.items()
     }  # unchanged by Bruno's votes
 
-    # The researcher: 12 yes/no votes (the skip is not one) on 6 items, both annotators agree on 4 of them.
+    # Alice again, on her 8th item: a double click and a double key press count once each, and the next
+    # card stays untouched; a number key picks a reason; Z zooms; H lists the keys; then at phone width.
+    alice.team += bruno.labelled
+    # The second click goes to whichever Yes button is on the page 80 ms later: the old card's, still
+    # shown while the next one is drawn, or the next card's as soon as it is there.
+    clicked, spared = alice.twice(lambda: alice_page.get_by_role("button", name="Yes").first.click(), 1)
+    pressed, untouched = alice.twice(lambda: alice_page.keyboard.press("n"), 0)
+    assert pressed == spared
+    with e2e_db() as session:
+        counts = dict(session.execute(select(Item.external_id, func.count(LabelEvent.id)).join(LabelEvent)
+                                      .where(Item.external_id.in_([clicked, pressed, untouched]))
+                                      .group_by(Item.external_id)).all())
+    assert counts == {clicked: 1, pressed: 1}  # one event each, nothing on the card after them
+    alice.settled_card()
+    alice_page.keyboard.press("3")
+    expect(alice.status).to_have_text("Reason picked: wrong person. Press N to vote no.")
+    assert alice.vote(0) == untouched
+    with e2e_db() as session:
+        assert session.scalar(select(Label.reasons).join(Item).where(Item.external_id == untouched)) == ["wrong person"]
+    alice_votes.update({clicked: 1, pressed: 0, untouched: 0})
+    check_accessibility(alice, screenshot)
+
+    # The researcher: 12 yes/no votes (the skip is not one) on 6 items, both annotators agree on 4 of them
+    # (Alice's 3 later votes are on items with one vote: counted, but no agreement statistic uses them).
     # Half the votes are yes: Fleiss' kappa = (4/6 - 1/2) / (1 - 1/2) = 1/3; Krippendorff's alpha (nominal)
     # = 1 - (4/12) / (2*6*6 / (12*11)) = 7/18 = 0.389.
     rita_page = new_page()
     sign_in(rita_page, streamlit_server, RESEARCHER, PASSWORD)
     rita_page.get_by_test_id("stSidebar").get_by_role("link", name="Review").click()
     expect(rita_page.get_by_role("heading", level=1)).to_have_text("Review")
-    expect(metric(rita_page, "Votes")).to_have_text("12")
+    expect(metric(rita_page, "Votes")).to_have_text("15")  # and Alice's 3 votes on items nobody else labelled
     expect(metric(rita_page, "Items with 2+ votes")).to_have_text(f"6 of {N_ITEMS}")
     expect(metric(rita_page, "Percent agreement")).to_have_text("66.7%")
     expect(metric(rita_page, "Fleiss' kappa")).to_have_text("0.333")
@@ -237,8 +330,12 @@ def test_two_annotators_label_with_the_keyboard_and_a_researcher_sees_the_agreem
     screenshot(rita_page, "review-agreement")
     rita_page.get_by_role("tab", name="Review queue").click()
     # Two disagreements (the 2nd and 6th items) and Alice's flag on the 4th.
-    expect(rita_page.get_by_text("3 item(s) with disagreement or a flag; 3 not settled yet.")).to_be_visible()
+    expect(rita_page.get_by_text("3 item(s) with disagreement or a flag to settle.", exact=False)).to_be_visible()
     expect(rita_page.get_by_role("button", name="Save gold label")).to_be_visible()  # the form to settle one
+    rita_page.get_by_role("tab", name="Team").click()  # the live view: Alice holds her next item
+    expect(metric(rita_page, "Labels in the last hour")).to_have_text("15")
+    expect(metric(rita_page, "Labels still needed")).to_have_text(str(N_ITEMS * OVERLAP - 15))
+    expect(rita_page.get_by_text("Nobody holds an item")).to_have_count(0)
     rita_page.get_by_role("tab", name="Export").click()
     expect(rita_page.get_by_role("button", name="Download JSONL")).to_be_visible()  # the page's last element...
     expect(rita_page.get_by_test_id("stException")).to_have_count(0)  # ...so the whole page ran, without an error
