@@ -27,7 +27,7 @@ from studio.auth import (  # noqa: F401 - also importable from here (pages writt
     sign_out,
     sync_sign_in_cookie,
 )
-from studio.instance import studio
+from studio.instance import Studio, studio  # noqa: F401 - Studio: also importable from here
 from studio.navigation import entered_through_app, home_page
 
 THUMBNAIL_PIXELS = 160
