@@ -19,6 +19,7 @@ from annotations.db import write_session
 from annotations.models import Experiment, TrainRun
 from annotations.settings import Settings
 from cftclip_core.errors import CftClipError
+from cftclip_core.specs.proof import WORLDS
 from train_jobs import states
 from train_jobs.experiments import DEFAULT_SEEDS, ExperimentError, create_proof_experiment
 from train_jobs.reconcile import cancel_run
@@ -27,10 +28,8 @@ DEMO_NAME = "Synthetic proof"
 
 
 def proof_grid() -> list[tuple[str, str]]:
-    """Every (world, arm) of the proof, in the order the demo queues them."""
-    from cftclip_core.proof import ARMS, WORLDS  # the proof's own lists (imported here: it loads torch)
-
-    return [(world, arm) for world in WORLDS for arm in ARMS]
+    """Every (world, arm) of the pre-registered proof, in the order the demo queues them."""
+    return [(world, arm) for world, spec in WORLDS.items() for arm in spec.arms]
 
 
 def create_proof_demo(
