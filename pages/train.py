@@ -20,8 +20,8 @@ from cftclip_core.scoring import PRECISIONS
 from cftclip_core.training import SCHEDULES
 from pages import charts
 from pages.common import escape_markdown, require_role, show_error, studio
+from studio import proof_demo
 from train_jobs import api, views
-from train_jobs.demo import proof_grid
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,6 @@ LIVE_SECONDS = 5  # the live view polls (reconciles and launches) this often
 LOG_LINES = 60
 CHOSEN = "train_experiment"  # the experiment shown in detail
 LAUNCHED = "train_launched"  # (kind, message) left by the Launch button for the next run
-DEMO_LAUNCHED = "train_demo_launched"  # the same for the demo's button
 RUN_ACTION = "train_run_action"  # the message of the last cancel, resume or delete
 FITTED = "train_freezing_fitted"  # what fit_freezing_to_model changed, said under the model picker
 FORM_OPEN = "train_form_open"  # the New experiment form starts open on a first visit (no experiment yet)
@@ -155,18 +154,6 @@ def launch() -> None:
         state["train_name"] = views.unique_name(session, experiment.name)
 
 
-def launch_demo() -> None:
-    try:
-        seeds = views.parse_seeds(st.session_state["demo_seeds"])
-        made = api.create_proof_demo(app.sessions, app.settings, seeds=seeds, user_id=user.id)
-    except CftClipError as exc:
-        st.session_state[DEMO_LAUNCHED] = ("error", exc)
-        return
-    st.session_state[CHOSEN] = made[0].id
-    st.session_state[DEMO_LAUNCHED] = ("ok", f"The synthetic proof is queued: {len(made)} experiments of {len(seeds)} "
-                                        f"run(s) each.")
-
-
 def show_launch_outcome(key: str) -> None:
     kind, what = st.session_state.pop(key, (None, None))
     if kind == "error":
@@ -264,17 +251,7 @@ def launch_section() -> None:
 
 
 def demo_section() -> None:
-    worlds = sorted({world for world, _ in proof_grid()})
-    arms = list(dict.fromkeys(arm for _, arm in proof_grid()))
-    st.markdown(f"A tiny CLIP learns a synthetic news world (fictional people drawn as distinct figures, texts naming "
-                f"them) on this machine's CPU: both worlds ({', '.join(worlds)}) × every arm ({', '.join(arms)}) × "
-                "the seeds, one experiment per world and arm. Results come in arm by arm, the many-contexts world "
-                "first: does counterfactual training (cft) teach names where plain contrastive training (clip) does "
-                "not? Details: docs/synthetic-proof.md.")
-    left, right = st.columns([1, 3], vertical_alignment="bottom")
-    left.text_input("Seeds", "0-4", key="demo_seeds")
-    right.button("Launch the synthetic proof", icon=":material/science:", key="train_demo", on_click=launch_demo)
-    show_launch_outcome(DEMO_LAUNCHED)
+    proof_demo.render_demo(app, user.id, job_settings, chosen_key=CHOSEN)
 
 
 # --- watching ------------------------------------------------------------------------------------------

@@ -17,7 +17,13 @@ from cftclip_core.errors import DataError
 from cftclip_core.proof.cli import main
 from cftclip_core.proof.evaluation import METRICS
 from cftclip_core.proof.report import verdict
-from cftclip_core.proof.results import collect_results, contrast, holm, primary_contrasts, sign_test_p
+from cftclip_core.proof.results import (
+    collect_results,
+    contrast,
+    holm,
+    primary_contrasts,
+    sign_test_p,
+)
 from cftclip_core.proof.runs import run_dir_for
 from cftclip_core.specs.proof import ProofSettings, RunKey
 

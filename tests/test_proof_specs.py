@@ -10,7 +10,15 @@ import pytest
 
 from cftclip_core.errors import ConfigError
 from cftclip_core.specs.proof import (
-    ARMS, PREREGISTERED_SEEDS, PRIMARY_CONTRASTS, WORLDS, ProofSettings, RunKey, grid, parse_steps, world_config,
+    ARMS,
+    PREREGISTERED_SEEDS,
+    PRIMARY_CONTRASTS,
+    WORLDS,
+    ProofSettings,
+    RunKey,
+    grid,
+    parse_steps,
+    world_config,
 )
 
 

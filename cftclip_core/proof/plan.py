@@ -131,6 +131,8 @@ def progress(states: Sequence[RunState], settings: ProofSettings, pace: Pace | N
     steps are done; before that it uses the calibrated ``pace`` on ``slots`` parallel runs."""
     total = total_steps([s.run for s in states], settings)
     done = min(total, sum(max(s.step, run_steps(s.run, settings) if s.succeeded else 0) for s in states))
+    if states and all(s.succeeded for s in states):
+        done = total  # a run's heartbeat may be gone: a grid that succeeded did every step
     left = total - done
     eta: float | None = None
     if all(s.finished for s in states):

@@ -77,12 +77,12 @@ def _contrast_row(c: Contrast, *, first: str) -> str:
 
 def primary_block(results: Results) -> list[str]:
     lines = [f"## Primary (pre-registered): world `{PRIMARY_WORLD}`, test ROC-AUC on name-swap pairs",
-             "", "Per seed: the mean over the doses "
-             f"({', '.join(map(str, results.settings.stage0_steps))} stage-0 steps) of the per-dose difference. "
-             f"Paired t-test over seeds, Holm-corrected across the {len(PRIMARY_CONTRASTS)} contrasts, α = {ALPHA}; "
-             "two-sided.", "",
-             "| contrast | seeds | mean Δ | 95% t-interval | seeds won | paired t p | Holm p | Wilcoxon p | sign p "
-             "| verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "", ("Per seed: the mean over the doses "
+                  f"({', '.join(map(str, results.settings.stage0_steps))} stage-0 steps) of the per-dose difference. "
+                  f"Paired t-test over seeds, Holm-corrected across the {len(PRIMARY_CONTRASTS)} contrasts, "
+                  f"α = {ALPHA}; two-sided."), "",
+             ("| contrast | seeds | mean Δ | 95% t-interval | seeds won | paired t p | Holm p | Wilcoxon p | sign p "
+              "| verdict |"), "|---|---|---|---|---|---|---|---|---|---|"]
     found = primary_contrasts(results.doses)
     for c in found:
         t = c.test
@@ -97,8 +97,8 @@ def secondary_block(results: Results) -> list[str]:
     frame, doses = results.doses, results.settings.stage0_steps
     lines = ["## Secondary (no multiplicity correction)", "",
              "### Contrasts on ROC-AUC, per dose and as the mean over doses", "",
-             "| world · dose | contrast | seeds | mean Δ | 95% t-interval | seeds won | paired t p | Wilcoxon p "
-             "| sign p |", "|---|---|---|---|---|---|---|---|---|"]
+             ("| world · dose | contrast | seeds | mean Δ | 95% t-interval | seeds won | paired t p | Wilcoxon p "
+              "| sign p |"), "|---|---|---|---|---|---|---|---|---|"]
     pairs = [*PRIMARY_CONTRASTS, *SECONDARY_CONTRASTS]
     for world in frame["world"].cat.categories:
         for a, b in pairs:
@@ -170,8 +170,8 @@ def dose_response_block(results: Results) -> list[str]:
 def false_negatives_block(results: Results) -> list[str]:
     runs = results.runs.dropna(subset=["fn_share"])
     lines = ["## False negatives in the stage-1 batches", "",
-             "In-batch captions that truthfully describe the image (same person, same context), over the "
-             f"{results.settings.steps} stage-1 batches of each seed (the same for every arm of a seed).", "",
+             ("In-batch captions that truthfully describe the image (same person, same context), over the "
+              f"{results.settings.steps} stage-1 batches of each seed (the same for every arm of a seed)."), "",
              "| world | seeds | per item and batch | share of in-batch caption negatives |", "|---|---|---|---|"]
     for world, rows in runs.groupby("world", observed=True):
         per_seed = rows.drop_duplicates(["seed", "data_seed"])

@@ -55,7 +55,7 @@ def run_all(out: Path, runs: Sequence[RunKey], settings: ProofSettings, *, jobs:
         run_started = time.perf_counter()
         with (run_dir / "run.log").open("a", encoding="utf-8") as log_file:
             code = subprocess.run(run_command(run, run_dir, cache, settings), stdout=log_file,
-                                  stderr=subprocess.STDOUT, env=env).returncode
+                                  stderr=subprocess.STDOUT, env=env, check=False).returncode
         result = finished_metrics(run_dir)
         with done_lock:
             done += 1
