@@ -216,8 +216,9 @@ def dose_response_chart(frame: pd.DataFrame) -> alt.FacetChart:
         shape=alt.Shape("dose:O", title="stage-0 steps"),
         tooltip=["world:N", "seed:O", "dose:O", "contrast:N", alt.Tooltip("delta:Q", format="+.3f")])
     zero = alt.Chart().mark_rule(color="grey", strokeDash=[4, 4]).encode(y=alt.datum(0))
-    return alt.layer(points, zero, data=table).facet(column=alt.Column("world:N", title=None)).properties(
-        title="Primary contrasts against how far stage 0 got")
+    worlds = [w for w in WORLDS if w in set(table["world"])]
+    return alt.layer(points, zero, data=table).facet(column=alt.Column("world:N", title=None, sort=worlds)).properties(
+        title="Primary contrasts against how far stage 0 got").resolve_scale(x="independent")
 
 
 def write_results(root: Path) -> tuple[Path, Path, Path]:
