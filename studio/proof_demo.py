@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from annotations.models import Experiment, TrainRun, utcnow
@@ -33,6 +34,8 @@ from cftclip_core.proof.plan import (
     stage0_keys,
     total_steps,
 )
+from cftclip_core.proof.report import verdict
+from cftclip_core.proof.results import primary_contrasts, read_results_csv
 from cftclip_core.specs.proof import (
     ARMS,
     PREREGISTERED_SEEDS,
@@ -46,6 +49,7 @@ from pages.common import Studio, escape_markdown, show_error
 from train_jobs import api, states
 from train_jobs.demo import latest_demo
 
+SHIPPED_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "proof" / "results.csv"  # the pre-registered run
 PACE_FILE = "pace.json"  # in the instance's proof cache (where the demo's runs keep their cache too)
 CALIBRATE_TIMEOUT_S = 300
 LIVE_SECONDS = 5
@@ -143,6 +147,20 @@ def _estimate(runs: list[RunKey], measured: MeasuredPace | None, job_settings: a
             f"cft step, {pace.step['cft-m3']:.2f} s per cft-m3 step. Other work on the machine slows it down.")
 
 
+def shipped_result(path: Path = SHIPPED_RESULTS) -> pd.DataFrame | None:
+    """The pre-registered experiment's primary result, computed from its results.csv (None before it exists):
+    per primary contrast the mean difference, its 95% t-interval, seeds won, Holm-adjusted p and the verdict."""
+    if not path.is_file():
+        return None
+    rows = []
+    for c in primary_contrasts(read_results_csv(path)):
+        rows.append({"contrast": f"{c.label} ({c.world} world, ROC-AUC)", "mean Δ": round(c.test.mean_diff, 3),
+                     "95% t-interval": f"[{c.test.ci_low:+.3f}, {c.test.ci_high:+.3f}]",
+                     "seeds won": f"{c.test.wins_a}/{c.test.n}", "Holm p": float(f"{c.p_holm:.2g}"),
+                     "verdict": verdict(c)})
+    return pd.DataFrame(rows)
+
+
 def _measure(settings: Settings) -> None:
     try:
         measure_pace(settings)
@@ -186,6 +204,12 @@ def render_demo(app: Studio, user_id: int | None, job_settings: api.JobSettings,
                 f"worlds and arms {worlds}; each arm from stage-0 doses of {doses} steps; one run per world, arm and "
                 f"seed. Does counterfactual training (cft) teach names better than the same loss without "
                 f"counterfactuals (i2t) and than plain contrastive training (clip)?")
+    result = shipped_result()
+    if result is None:
+        st.caption("The pre-registered run has no results in docs/proof/ yet.")
+    else:
+        st.markdown("**The pre-registered result** (seeds 100–105, docs/synthetic-proof.md), as its results.csv says:")
+        st.dataframe(result, hide_index=True)
     left, right = st.columns([1, 3], vertical_alignment="bottom")
     left.text_input("Seeds", format_seeds(PREREGISTERED_SEEDS), key="demo_seeds",
                     help="The pre-registered seeds are 100-105; other seeds run the same grid but are not the "

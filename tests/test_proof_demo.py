@@ -25,6 +25,7 @@ from cftclip_core.proof.plan import (
 )
 from cftclip_core.specs.proof import ProofSettings, RunKey, grid
 from tests.test_app_train import launcher, open_train, plain, sessions  # noqa: F401 - launcher is a fixture
+from tests.test_proof_report import grid_dir  # noqa: F401 - a fixture
 
 SETTINGS = ProofSettings()
 PACE = Pace({"clip": 0.2, "i2t": 0.2, "cft": 0.25, "cft-m3": 0.3}, image=0.002, text=0.0005, start=5.0)
@@ -145,3 +146,15 @@ def test_a_failed_measurement_says_why_and_keeps_the_launch_closed(
     assert at.button(key="train_demo").disabled
     at.text_input(key="demo_seeds").set_value("5-1").run()
     assert any("Seeds '5-1' are not valid" in plain(e.value) for e in at.error)
+
+
+def test_the_demo_states_the_preregistered_result_from_its_results_file(grid_dir, tmp_path) -> None:  # noqa: ANN001, F811
+    from cftclip_core.proof.cli import main
+    from studio.proof_demo import shipped_result
+
+    assert shipped_result(tmp_path / "missing.csv") is None
+    assert main(["table", str(grid_dir)]) == 0
+    result = shipped_result(grid_dir / "results.csv").set_index("contrast")
+    assert list(result.index) == ["cft − i2t (many world, ROC-AUC)", "cft − clip (many world, ROC-AUC)"]
+    assert set(result.columns) == {"mean Δ", "95% t-interval", "seeds won", "Holm p", "verdict"}
+    assert all(v.startswith(("cft higher", "cft lower", "no significant")) for v in result["verdict"])

@@ -22,6 +22,7 @@ from cftclip_core.proof.results import (
     contrast,
     holm,
     primary_contrasts,
+    read_results_csv,
     sign_test_p,
 )
 from cftclip_core.proof.runs import run_dir_for
@@ -145,3 +146,14 @@ def test_duplicate_runs_and_mixed_settings_are_refused(tmp_path: Path) -> None:
     fake_run(tmp_path / "b", RunKey("many", "clip", 100, 100), {10: 0.8}, ProofSettings(stage0_steps=(10,)))
     with pytest.raises(DataError, match="different settings"):
         collect_results(tmp_path / "b")
+
+
+def test_results_csv_reads_back_to_the_same_primary_contrasts(grid_dir: Path) -> None:
+    assert main(["table", str(grid_dir)]) == 0
+    again = primary_contrasts(read_results_csv(grid_dir / "results.csv"))
+    first = primary_contrasts(collect_results(grid_dir).doses)
+    assert [(c.label, c.diffs, c.p_holm) for c in again] == [(c.label, pytest.approx(c.diffs), pytest.approx(c.p_holm))
+                                                            for c in first]
+    (grid_dir / "broken.csv").write_text("world,arm\nmany,cft\n")
+    with pytest.raises(DataError, match="lacks column"):
+        read_results_csv(grid_dir / "broken.csv")

@@ -74,6 +74,20 @@ def collect_results(root: Path) -> Results:
     return Results(_ordered(pd.DataFrame(dose_rows), ["dose"]), _ordered(pd.DataFrame(run_rows), []), settings)
 
 
+def read_results_csv(path: Path) -> pd.DataFrame:
+    """A results.csv written by ``table`` (one row per run and dose), ready for ``contrast``."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"Cannot read the proof results {path} ({exc}); write them with "
+                        "`python -m cftclip_core.proof table DIR`.") from None
+    missing = sorted({*KEY, "dose", PRIMARY_METRIC} - set(frame.columns))
+    if missing:
+        raise DataError(f"{path} lacks column(s) {', '.join(missing)}; write it again with "
+                        "`python -m cftclip_core.proof table DIR`.")
+    return _ordered(frame, ["dose"])
+
+
 def _ordered(frame: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
     frame["world"] = pd.Categorical(frame["world"], [w for w in WORLDS if w in set(frame["world"])])
     frame["arm"] = pd.Categorical(frame["arm"], [a for a in ARMS if a in set(frame["arm"])])
