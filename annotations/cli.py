@@ -15,15 +15,10 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from cftclip_core.errors import CftClipError
-from cftclip_core.formats import problems_message
-from cftclip_core.layouts import LAYOUTS, load_table, parse_mapping
-from cftclip_core.media_store import storage_error
-
 from annotations.db import current_revision, make_engine, safe_url, session_factory, upgrade
 from annotations.importer import get_dataset_by_name, import_table, list_datasets
-from annotations.review import export_labels
 from annotations.models import ROLES
+from annotations.review import export_labels
 from annotations.settings import Settings
 from annotations.users import (
     AuthError,
@@ -35,6 +30,10 @@ from annotations.users import (
     set_active,
     set_role,
 )
+from cftclip_core.errors import CftClipError
+from cftclip_core.formats import problems_message
+from cftclip_core.layouts import LAYOUTS, load_table, parse_mapping
+from cftclip_core.media_store import storage_error
 
 EXIT_USER_ERROR = 2
 FULL_DISK = {errno.ENOSPC, errno.EDQUOT}

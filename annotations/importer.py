@@ -24,15 +24,14 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from annotations.db import MAX_INTEGER, make_engine, session_factory, write_session
+from annotations.models import Dataset, Item, Media, utcnow
+from annotations.settings import Settings
 from cftclip_core.demo import demo_table_path
 from cftclip_core.errors import DataError, ImageError
 from cftclip_core.formats import Record, RowProblem, Table, problems_message, read_table, write_table
 from cftclip_core.media_store import MediaStore, StoredMedia
 from cftclip_core.table_images import CheckedImage, ImageCheck, check_table_images
-
-from annotations.db import MAX_INTEGER, make_engine, session_factory, write_session
-from annotations.models import Dataset, Item, Media, utcnow
-from annotations.settings import Settings
 
 log = logging.getLogger(__name__)
 

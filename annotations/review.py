@@ -18,11 +18,11 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cftclip_core import agreement
 from annotations.db import write_session
 from annotations.importer import export_dataset, get_dataset
 from annotations.models import GoldEvent, GoldLabel, Item, Label, User, utcnow
 from annotations.settings import Settings
+from cftclip_core import agreement
 from cftclip_core.errors import CftClipError
 
 MAX_REASON_LENGTH = 2000

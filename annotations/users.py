@@ -34,10 +34,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cftclip_core.errors import CftClipError
-
 from annotations.db import write_session
 from annotations.models import ROLES, Lease, LoginFailure, LoginSession, User, utcnow
+from cftclip_core.errors import CftClipError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ import sklearn
 from scipy import stats
 from sklearn import metrics as skm
 
-
 from cftclip_core import metrics as M
 
 BASELINE_METRICS = (

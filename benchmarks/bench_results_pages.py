@@ -37,7 +37,6 @@ from pathlib import Path
 import pyarrow as pa
 import streamlit
 
-
 RESEARCHER = ("rita", "researcher")
 COLOURS = ("red", "green", "pink", "brown")  # the synthetic world's object colours, searched for
 

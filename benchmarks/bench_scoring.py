@@ -45,7 +45,6 @@ import transformers
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
-
 from cftclip_core import models
 from cftclip_core.embedding_cache import EmbeddingCache
 from cftclip_core.images import PixelCache, load_image, normalize, resize_and_crop

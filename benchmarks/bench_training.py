@@ -203,7 +203,7 @@ def main() -> None:
             results[model] = {"global_batch": SETTINGS[model][0], "frozen_text_layers": SETTINGS[model][1], **arms}
     print(json.dumps({
         "benchmark": "training",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "threads": args.threads, "torch": torch.__version__, "transformers": transformers.__version__,
                     "bf16_autocast": bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())},

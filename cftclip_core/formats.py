@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import pandas as pd

@@ -14,7 +14,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 
-
 def _extra_urls() -> list[str]:
     urls = [u.strip() for u in os.environ.get("CFTCLIP_TEST_DATABASE_URLS", "").split(",") if u.strip()]
     for url in urls:

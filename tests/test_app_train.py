@@ -353,27 +353,6 @@ def test_an_ended_experiment_is_deleted_from_the_page(app_instance, launcher, da
     assert any("No experiment yet" in plain(i.value) for i in at.info) and not folder.exists()
 
 
-def test_one_click_demo_queues_the_synthetic_proof_for_both_worlds_and_every_arm(
-        app_instance, launcher) -> None:  # noqa: ANN001
-    at = open_train(app_instance)
-    at.button(key="train_demo").click().run()
-    assert not at.exception
-    assert any("The synthetic proof is queued: 10 experiments of 5 run(s) each" in plain(s.value) for s in at.success)
-    with sessions(app_instance)() as session:
-        experiments = session.scalars(select(Experiment).order_by(Experiment.id)).all()
-        runs = session.scalars(select(TrainRun).order_by(TrainRun.id)).all()
-    assert [e.name for e in experiments[:3]] == [f"Synthetic proof 1: many world, {arm}"
-                                                 for arm in ("zero-shot", "clip", "cft")]
-    assert {(e.config["world"], e.config["arm"]) for e in experiments} == {
-        (w, a) for w in ("many", "few") for a in ("zero-shot", "clip", "cft", "i2t", "cftsym")}
-    assert len(runs) == 50 and {r.command[2] for r in runs} == {"cftclip_core.proof"}
-    assert at.selectbox(key="train_experiment").value == experiments[0].id  # the first one is shown
-    at.button(key="train_demo").click().run()  # a second demo gets its own names
-    with sessions(app_instance)() as session:
-        assert session.scalar(select(func.count()).select_from(Experiment)
-                              .where(Experiment.name.startswith("Synthetic proof 2: "))) == 10
-
-
 def wait_for(condition, what: str, seconds: float = 60.0):  # noqa: ANN001, ANN201
     """``condition()`` once it is true, waiting at most ``seconds`` (a bound for slow machines, not a measure)."""
     deadline = time.monotonic() + seconds

@@ -4,6 +4,9 @@ function are deliberate deferrals), and ``pages/`` holding page scripts only."""
 from __future__ import annotations
 
 import ast
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,8 @@ from studio.navigation import PAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY_CORE = tuple(f"cftclip_core.{name}" for name in (
-    "models", "scoring", "training", "loss", "evaluation", "proof", "distributed"))  # they load torch
+    "models", "scoring", "training", "loss", "evaluation", "distributed", "proof.runs", "proof.runner",
+    "proof.evaluation", "proof.model", "proof.cache", "proof.batches", "proof.calibrate"))  # they load torch
 TORCH = ("torch", "transformers", "torchvision")
 BANNED = {  # part -> what its modules may not import at module level
     "cftclip_core": ("streamlit", "sqlalchemy", "alembic", "annotations", "train_jobs", "studio", "pages"),
@@ -76,3 +80,12 @@ def test_pages_holds_page_scripts_only() -> None:
     scripts = {f"pages/{p.name}" for p in (ROOT / "pages").glob("*") if not p.name.startswith(("__", "."))}
     registered = {spec.script for spec in PAGES.values()} | {"pages/login.py", "pages/setup.py"}
     assert scripts == registered, f"not a registered page: {sorted(scripts - registered)}"
+
+
+def test_the_code_passes_the_linter():
+    """ruff with pyproject.toml's rules, the ban on Streamlit outside the app's parts among them."""
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (pip install -r requirements-test.txt)")
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", str(ROOT)], capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -13,9 +13,6 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from cftclip_core.errors import DataError
-from cftclip_core.demo import demo_table_path
-from cftclip_core.formats import read_table
 from annotations import cli
 from annotations.db import head_revision
 from annotations.importer import (
@@ -26,8 +23,11 @@ from annotations.importer import (
     list_datasets,
     preview_import,
 )
-from annotations.score_sets import score_sets_for, scores_frame, store_score_set
 from annotations.models import Dataset, Item, Media, Score, ScoreSet
+from annotations.score_sets import score_sets_for, scores_frame, store_score_set
+from cftclip_core.demo import demo_table_path
+from cftclip_core.errors import DataError
+from cftclip_core.formats import read_table
 
 COLORS = {"red.png": (255, 0, 0), "blue.png": (0, 0, 255), "green.jpg": (0, 160, 0)}
 

@@ -17,6 +17,7 @@ from cftclip_core.synthetic import (
     GLASSES,
     HAIR_COLOURS,
     HAT,
+    OBJECT_COLOURS,
     SHIRT_COLOURS,
     TABLE_COLUMNS,
     TIE_DARK,
@@ -27,6 +28,7 @@ from cftclip_core.synthetic import (
     caption_corpus,
     generate_dataset,
     load_world,
+    read_image_negatives,
     swap_name,
 )
 
@@ -93,6 +95,28 @@ def test_world_is_fixed_by_its_seed() -> None:
     assert a.people != c.people
 
 
+def test_name_seed_keeps_another_worlds_names_and_lets_the_seed_pick_looks_and_who_is_who() -> None:
+    names = set(World.from_config(WorldConfig(seed=0)).names)
+    a = World.from_config(WorldConfig(seed=101, name_seed=0))
+    b = World.from_config(WorldConfig(seed=102, name_seed=0))
+    own = World.from_config(WorldConfig(seed=101))
+    assert set(a.names) == set(b.names) == names
+    assert [p.appearance for p in a.people] == [p.appearance for p in own.people]  # looks: the seed's
+    assert a.people != b.people and a.names != b.names
+    assert {p.name: p.appearance for p in a.people} != {p.name: p.appearance for p in b.people}
+    assert World.from_config(WorldConfig(seed=0, name_seed=0)).people == World.from_config(WorldConfig()).people
+    assert World.from_config(WorldConfig(seed=101, name_seed=0)).people == a.people  # fixed by its seeds
+    few = [World.from_config(WorldConfig(n_contexts=6, seed=s, name_seed=0)).contexts for s in (101, 102)]
+    assert few[0] != few[1]
+
+
+def test_render_without_a_person_shows_nobody(world: World) -> None:
+    clean = World.from_config(WorldConfig(noise_std=0.0))
+    image = clean.render(None, clean.contexts[0], np.random.default_rng(0))
+    present = colours_in(image)
+    assert not present & (set(SHIRT_COLOURS.values()) | set(HAIR_COLOURS.values()))
+
+
 def test_every_person_can_be_told_apart_from_the_pixels() -> None:
     world = World.from_config(WorldConfig(n_people=40, noise_std=0.0, seed=1))
     for k, person in enumerate(world.people):
@@ -114,7 +138,7 @@ def test_render_respects_image_size(world: World) -> None:
 
 @pytest.mark.parametrize("kwargs", [
     {"n_people": 129}, {"n_people": 1}, {"n_contexts": 200}, {"image_size": 16}, {"noise_std": -0.1},
-    {"n_backgrounds": 0}, {"seed": -1},
+    {"n_backgrounds": 0}, {"seed": -1}, {"name_seed": -2}, {"name_seed": True},
 ])
 def test_bad_world_config_is_refused_with_a_fix(kwargs: dict) -> None:
     with pytest.raises(ConfigError, match="use"):
@@ -243,6 +267,34 @@ def test_pairs_give_each_image_a_positive_and_a_negative_text(tmp_path: Path) ->
         assert neg["named_person"] != pos["person"]
         assert swap_name(pos["title"], pos["person"], neg["named_person"]) == neg["title"]
         assert swap_name(pos["summary"], pos["person"], neg["named_person"]) == neg["summary"]
+
+
+def test_image_negatives_show_another_person_or_nobody_in_the_same_context(tmp_path: Path) -> None:
+    config = WorldConfig(noise_std=0.0, seed=4, name_seed=0)
+    csv_path = generate_dataset(tmp_path / "ds", 30, config, split_fractions=(0.5, 0.2, 0.3), pairs=True, seed=4,
+                                image_negatives=("test",))
+    world = load_world(csv_path.parent)
+    rows = {r["id"].rsplit("-", 1)[0]: r for r in read_rows(csv_path) if r["label"] == "1"}
+    negatives = read_image_negatives(csv_path.parent)
+    assert set(negatives) == {i for i, r in rows.items() if r["split"] == "test"} and len(negatives) == 9
+    for item, neg in negatives.items():
+        row = rows[item]
+        assert neg["other_person"] != row["person"]
+        with Image.open(csv_path.parent / neg["other_image"]) as other, \
+                Image.open(csv_path.parent / neg["empty_image"]) as empty:
+            assert decode_appearance(other) == world.person(neg["other_person"]).appearance
+            assert not colours_in(empty) & (set(SHIRT_COLOURS.values()) | set(HAIR_COLOURS.values()))
+            context_colour = OBJECT_COLOURS[row["colour"]]
+            assert context_colour in colours_in(other) and context_colour in colours_in(empty)  # the same object
+    without = generate_dataset(tmp_path / "plain", 30, config, split_fractions=(0.5, 0.2, 0.3), pairs=True, seed=4)
+    assert (without.parent / "data.csv").read_bytes() == csv_path.read_bytes()
+    assert tree_bytes(without.parent / "images").items() <= tree_bytes(csv_path.parent / "images").items()
+
+
+def test_image_negatives_of_an_unknown_split_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="image_negatives"):
+        generate_dataset(tmp_path / "ds", 4, image_negatives=("tests",))
+    assert not (tmp_path / "ds").exists()
 
 
 def test_anonymous_dataset_has_no_names_and_no_labels(tmp_path: Path) -> None:

@@ -26,8 +26,17 @@ from cftclip_core.formats import read_table
 from cftclip_core.synthetic import WorldConfig, generate_dataset
 from train_jobs import procs, runfiles
 from train_jobs.api import (
-    ExperimentRequest, GpuInventory, JobSettings, can_resume, cancel_run, create_experiment, default_launchers,
-    experiment_runs, log_tail, poll, resume_run,
+    ExperimentRequest,
+    GpuInventory,
+    JobSettings,
+    can_resume,
+    cancel_run,
+    create_experiment,
+    default_launchers,
+    experiment_runs,
+    log_tail,
+    poll,
+    resume_run,
 )
 from train_jobs.states import FINAL
 

@@ -2,7 +2,7 @@
 
 The queue moves by the instance's ``Poller`` (the app starts one; ``request_poll`` asks it for a poll now,
 ``alive_poller`` says who polls); pages only read and act. Training: ``create_experiment`` /
-``create_proof_demo`` from a form, ``training_experiments`` + ``experiment_runs`` and the view functions
+``create_proof_demo`` from a form (``latest_demo`` for its progress), ``training_experiments`` + ``experiment_runs`` and the view functions
 (summaries, curves, ETA, headline) for the live view, ``log_tail`` for a run's log, ``cancel_run``,
 ``resume_run`` and ``delete_experiment`` from buttons, ``discover_gpus`` to show the machine; seeds compared
 with ``seed_metrics``, ``seed_summary`` and ``paired_comparison``. Scoring: ``queue_scoring`` and
@@ -10,7 +10,7 @@ with ``seed_metrics``, ``seed_summary`` and ``paired_comparison``. Scoring: ``qu
 """
 
 from train_jobs.comparison import metric_names, paired_comparison, seed_metrics, seed_summary
-from train_jobs.demo import create_proof_demo, proof_grid
+from train_jobs.demo import create_proof_demo, latest_demo
 from train_jobs.experiments import (
     DEFAULT_SEEDS,
     ExperimentError,
@@ -30,7 +30,7 @@ from train_jobs.resume import can_resume, resume_run
 from train_jobs.runfiles import log_tail
 from train_jobs.scoring import ScoreJob, ScoreRequest, queue_scoring, score_jobs
 from train_jobs.settings import JobSettings, SlurmSettings
-from train_jobs.states import ACTIVE, FINAL
+from train_jobs.states import ACTIVE, FINAL, SUCCEEDED
 from train_jobs.views import (
     Curves,
     as_text,
@@ -58,14 +58,14 @@ from train_jobs.views import (
 )
 
 __all__ = [
-    "ACTIVE", "DEFAULT_SEEDS", "FINAL", "CancelResult", "Curves", "ExperimentError", "ExperimentRequest",
+    "ACTIVE", "DEFAULT_SEEDS", "FINAL", "SUCCEEDED", "CancelResult", "Curves", "ExperimentError", "ExperimentRequest",
     "GpuInventory", "JobSettings", "PollReport", "Poller", "PollerStatus", "ScoreJob", "ScoreRequest", "SlurmSettings",
     "alive_poller", "as_text", "can_resume", "cancel_run", "counterfactual_command", "counterfactual_recipes",
     "counterfactuals_per_item", "create_experiment",
     "create_proof_demo", "create_proof_experiment", "default_launchers", "delete_experiment", "describe",
     "discover_gpus", "eta_seconds", "experiment_curves", "experiment_runs", "experiment_summaries", "form_defaults",
     "format_duration", "headline", "import_results", "list_experiments", "log_stamp", "log_tail", "metric_names",
-    "own_checkpoints", "paired_comparison", "parse_seeds", "poll", "progress", "proof_comparison", "proof_grid",
+    "own_checkpoints", "paired_comparison", "parse_seeds", "poll", "progress", "proof_comparison", "latest_demo",
     "queue_scoring", "read_curves", "request_poll", "results_row", "resume_run", "score_jobs", "seed_metrics",
     "seed_summary", "slurm_available", "split_overlaps", "training_experiments", "typed_values", "unique_name",
 ]

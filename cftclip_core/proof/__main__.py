@@ -1,0 +1,5 @@
+import sys
+
+from cftclip_core.proof.cli import main
+
+sys.exit(main())
