@@ -404,13 +404,13 @@ def test_full_database_disk_one_message_without_sql_and_media_taken_back(
 ) -> None:
     if not cli_env.database_url.startswith("sqlite"):
         pytest.skip("simulates SQLite's own error")
-    _database_full_on_items(monkeypatch)
-    assert cli.main(["import", str(good_csv), "--name", "full"]) == 2
+    with monkeypatch.context() as full:  # only the disk comes back; the instance's settings stay
+        _database_full_on_items(full)
+        assert cli.main(["import", str(good_csv), "--name", "full"]) == 2
     err = capsys.readouterr().err
     assert "error: The database's disk is full." in err and "nothing was saved" in err
     assert "INSERT" not in err and "title a" not in err and "Traceback" not in err  # no SQL, no bound values
     assert _store_files(cli_env) == []
-    monkeypatch.undo()
     assert cli.main(["datasets"]) == 0 and "No datasets yet" in capsys.readouterr().out
 
 
