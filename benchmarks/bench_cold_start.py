@@ -6,6 +6,8 @@ heading (first useful paint), sampled every 20 ms, and every sample is checked f
 ``pages/`` (module names). Measured:
 
     baseline:     a script holding only ``st.title`` (what Streamlit itself costs on this machine)
+    imports:      the same after importing every module that ``app.py``, ``studio`` and the pages import
+                  (a superset of what any one page needs): what the imports cost on this machine
     ours /train:  ``app.py`` on a prepared instance (database, demo dataset, a researcher whose sign-in
                   cookie the browser holds), first request a link to the Train page (Streamlit's folder
                   mode: the guard's route)
@@ -13,13 +15,15 @@ heading (first useful paint), sampled every 20 ms, and every sample is checked f
 
     python benchmarks/bench_cold_start.py [--rounds 3]
 
-Prints JSON: median seconds per case, the ratios to the baseline, and whether a module name ever showed.
+Prints JSON: median seconds per case, the ratios to the baseline, each page's time after the imports
+(its median minus the imports case's), and whether a module name ever showed.
 Needs Debian's /usr/bin/chromium and the playwright package.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -73,6 +77,18 @@ def serve(script: str, cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen
             time.sleep(0.05)
 
 
+def app_imports() -> list[str]:
+    """Every module imported at the top of ``app.py``, the ``studio`` modules and the pages."""
+    names = {f"studio.{path.stem}" for path in (ROOT / "studio").glob("*.py") if path.stem != "__init__"}
+    for script in [ROOT / "app.py", *(ROOT / "pages").glob("*.py"), *(ROOT / "studio").rglob("*.py")]:
+        for node in ast.parse(script.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+    return sorted(names)
+
+
 def first_paint(browser, base: str, path: str, heading: str, token: str) -> tuple[float, bool]:  # noqa: ANN001
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     if token:  # a browser that signed in earlier holds the app's sign-in cookie
@@ -103,6 +119,9 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-cold-"))
     (work / "hello.py").write_text('import streamlit as st\nst.title("Hello")\n')
+    (work / "imports.py").write_text("import importlib\nimport streamlit as st\n"
+                                     f"for name in {app_imports()!r}:\n    importlib.import_module(name)\n"
+                                     'st.title("Hello")\n')
     settings = Settings.for_instance(work / "instance").ensure()
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -114,7 +133,9 @@ def main() -> None:
     env = {**os.environ, "CFTCLIP_INSTANCE": str(settings.instance_dir), "HF_HUB_OFFLINE": "1",
            "CFTCLIP_APP_POLLER": "0"}
     env.pop("CFTCLIP_DATABASE_URL", None)
+    env["PYTHONPATH"] = str(ROOT)  # the imports case runs from the scratch folder
     cases = {"baseline": (work, "hello.py", "", "Hello"),
+             "imports": (work, "imports.py", "", "Hello"),
              "ours /train": (ROOT, "app.py", "/train", "Train"),
              "ours /login": (ROOT, "app.py", "/", "Sign in to CFT-CLIP Studio")}
     times: dict[str, list[float]] = {name: [] for name in cases}
@@ -138,6 +159,8 @@ def main() -> None:
                                   "platform": platform.platform()},
                       "rounds": args.rounds, "seconds": times, "median_s": medians,
                       "ratio_to_baseline": {name: medians[name] / medians["baseline"] for name in cases},
+                      "after_imports_s": {name: medians[name] - medians["imports"] for name in cases
+                                          if name.startswith("ours")},
                       "module_names_shown": module_names_shown}, indent=2))
 
 

@@ -1,6 +1,6 @@
 """Download images given by URL, once, into the MediaStore, without exposing internal networks.
 
-Safety rules, applied to the first URL and to every redirect hop (at most ``MAX_REDIRECTS``):
+Safety rules (``cftclip_core.url_guard``), applied to the first URL and to every redirect hop (at most ``MAX_REDIRECTS``):
 
 - only ``http`` and ``https``; no user names or passwords in URLs;
 - the host is resolved first and refused if ANY of its addresses is loopback, private, link-local,
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import http.client
-import ipaddress
 import json
 import logging
 import os
@@ -46,11 +45,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin
 
 from cftclip_core.errors import FetchError, ImageError, StorageError
 from cftclip_core.images import ImageLimits, decode_image
 from cftclip_core.media_store import MediaStore, StoredMedia
+from cftclip_core.url_guard import parse_url, resolve_checked
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +60,6 @@ DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 _REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 _USER_AGENT = "CFT-CLIP-Studio/1.0 (research image fetcher)"
 _CHUNK = 64 * 1024
-_ALLOW_PRIVATE_HINT = (
-    "Image URLs must point to public internet hosts, which protects services on your own network. "
-    "If you trust this server (e.g. an image server on your intranet), allow private addresses: "
-    "--allow-private-urls on the command line, the import page's option, or allow_private=True."
-)
-
-
 @dataclass(frozen=True)
 class _Settings:
     timeout: float
@@ -82,109 +75,6 @@ class FetchReport:
 
     stored: dict[str, StoredMedia] = field(default_factory=dict)
     errors: dict[str, FetchError] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Target:
-    scheme: str
-    host: str  # ASCII (IDNA) host name or IP literal, without brackets
-    port: int
-    request_path: str
-    host_header: str
-
-
-def _malformed(original: str, exc: Exception) -> FetchError:
-    return FetchError(f"Cannot download {original}: the URL is malformed ({exc}). Correct the URL in the table.")
-
-
-def _parse(url: str, original: str) -> _Target:
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # e.g. an unclosed IPv6 bracket: http://[::1/x.jpg
-        raise _malformed(original, exc) from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise FetchError(
-            f"Cannot download {original}: only http:// and https:// URLs are allowed (got {scheme or 'no scheme'!r}). "
-            "For a local file, put its path (relative to the table file) in the image column instead."
-        )
-    if parts.username is not None or parts.password is not None:
-        raise FetchError(
-            f"Cannot download {original}: URLs with a user name or password are not supported. "
-            "Remove the credentials or download the image manually."
-        )
-    try:
-        port = parts.port or (443 if scheme == "https" else 80)
-        host = (parts.hostname or "").encode("idna").decode("ascii")
-    except (ValueError, UnicodeError) as exc:
-        raise _malformed(original, exc) from None
-    if not host:
-        raise FetchError(f"Cannot download {original}: the URL has no host name. Correct the URL in the table.")
-    host_header = f"[{host}]" if ":" in host else host
-    if parts.port is not None and parts.port != (443 if scheme == "https" else 80):
-        host_header += f":{parts.port}"
-    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
-    if parts.query:
-        path += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
-    return _Target(scheme, host, port, path, host_header)
-
-
-def _refusal_reason(ip_text: str) -> str | None:
-    """Why this address must not be contacted, or None if it is a public unicast address.
-
-    IPv6 addresses that carry an IPv4 address (IPv4-mapped, 6to4, Teredo) are judged by the IPv4
-    address too, since a relay or the local stack may deliver them there."""
-    addr = ipaddress.ip_address(ip_text.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return _address_reason(addr.ipv4_mapped)
-        embedded = [addr.sixtofour] if addr.sixtofour is not None else list(addr.teredo or ())
-        for inner in embedded:
-            reason = _address_reason(inner)
-            if reason is not None:
-                return f"tunnel address carrying {inner}, a {reason}"
-    return _address_reason(addr)
-
-
-def _address_reason(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    checks = (
-        ("is_unspecified", "unspecified"),
-        ("is_loopback", "loopback"),
-        ("is_link_local", "link-local"),
-        ("is_multicast", "multicast"),
-        ("is_reserved", "reserved"),
-        ("is_private", "private"),
-    )
-    for attribute, reason in checks:
-        if getattr(addr, attribute):
-            return reason
-    return None if addr.is_global else "non-public"
-
-
-def _resolve(target: _Target, original: str, allow_private: bool) -> tuple[str, bool]:
-    """The address to connect to, after checking every address the host resolves to, and whether
-    the host has a private (non-public) address."""
-    try:
-        infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise FetchError(
-            f"Cannot download {original}: the host {target.host} could not be resolved ({exc}). "
-            "Check the URL and your network connection."
-        ) from None
-    # IPv4 first: a host with both records is most often reachable over IPv4.
-    addresses = sorted(dict.fromkeys(info[4][0] for info in infos), key=lambda ip: ":" in ip)
-    if not addresses:
-        raise FetchError(f"Cannot download {original}: the host {target.host} has no address. Check the URL.")
-    private = False
-    for ip in addresses:
-        reason = _refusal_reason(ip)
-        private = private or reason is not None
-        if reason is not None and not allow_private:
-            raise FetchError(
-                f"Refusing to download {original}: {target.host} resolves to {ip}, a {reason} address. "
-                + _ALLOW_PRIVATE_HINT
-            )
-    return addresses[0], private  # only the first is tried; it is the one that was checked
 
 
 class _Deadline:
@@ -285,8 +175,8 @@ def _follow(url: str, settings: _Settings, deadline: _Deadline) -> tuple[bytes, 
     current = url
     private = False
     for _ in range(MAX_REDIRECTS + 1):
-        target = _parse(current, url)
-        ip, hop_private = _resolve(target, url, settings.allow_private)
+        target = parse_url(current, url)
+        ip, hop_private = resolve_checked(target, url, settings.allow_private)
         private = private or hop_private
         tls = (settings.ssl_context or _default_ssl_context()) if target.scheme == "https" else None
         conn = _PinnedConnection(ip, target.port, deadline=deadline, tls=tls, server_hostname=target.host)

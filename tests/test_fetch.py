@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from cftclip_core import fetch as fetch_module
+from cftclip_core import url_guard
 from cftclip_core.errors import FetchError, MediaMissingError, StorageError
 from cftclip_core.fetch import fetch_image, fetch_many
 from cftclip_core.media_store import MediaStore
@@ -272,8 +273,8 @@ def test_redirect_to_private_address_is_refused(
     monkeypatch: pytest.MonkeyPatch, server: Server, store: MediaStore, loopback_only: list[str]
 ) -> None:
     # Pretend our loopback server is a public host, so only the redirect target is private.
-    real_reason = fetch_module._refusal_reason
-    monkeypatch.setattr(fetch_module, "_refusal_reason", lambda ip: None if ip == "127.0.0.1" else real_reason(ip))
+    real_reason = url_guard.refusal_reason
+    monkeypatch.setattr(url_guard, "refusal_reason", lambda ip: None if ip == "127.0.0.1" else real_reason(ip))
     with pytest.raises(FetchError, match="resolves to 10.0.0.1, a private address"):
         fetch_image(server.url("/to-private"), store)
     assert loopback_only == ["127.0.0.1"] and server.hits["/to-private"] == 1
