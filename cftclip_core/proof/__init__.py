@@ -25,7 +25,7 @@ Commands (``python -m cftclip_core.proof ...``):
       finished there are kept, so the same command resumes. Then writes DIR/results.csv, DIR/table.md
       and DIR/dose-response.svg. Exit 0, or 1 when a run failed.
   run --world W --arm A --seed S [--data-seed D] --out RUN_DIR --cache CACHE [SETTINGS]
-      One run, from every dose; the app's jobs page launches exactly this. Exit 0 done; 2 a user error
+      One run, from every dose; the Train page's proof demo launches exactly this. Exit 0 done; 2 a user error
       (message on stderr, nothing trained); 143 stopped by SIGTERM (start it again to go on: finished
       doses and the cached stage 0 are kept); 1 anything else. A RUN_DIR holding a finished run is refused.
   table DIR
@@ -34,7 +34,7 @@ Commands (``python -m cftclip_core.proof ...``):
       Prints this machine's pace as JSON (seconds per training step of each arm, per embedded image and
       text, per process start), from which ``cftclip_core.proof.plan`` estimates a grid's time.
 
-SETTINGS, the same flags for every command (defaults: the pre-registered values):
+SETTINGS, the same flags for all, run and calibrate (defaults: the pre-registered values):
   --train-items 3000 --val-items 400 --test-items 800   images per world render
   --image-size 64 --text-field title
   --stage0-steps 400,1200,2400 --stage0-lr 0.001        stage-0 doses (one run, saved at each) and its lr

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     every.add_argument("--cache", type=Path, default=None, help="cache folder (default: OUT/cache)")
     _add_settings(every)
 
-    one = commands.add_parser("run", help="one world, arm and seed, from every dose (what the jobs page launches)")
+    one = commands.add_parser("run", help="one world, arm and seed, from every dose (what the Train page's proof demo launches)")
     one.add_argument("--world", required=True, help=f"one of {', '.join(WORLDS)}")
     one.add_argument("--arm", required=True, help=f"one of {', '.join(ARMS)}")
     one.add_argument("--seed", required=True, help="initialisation and batch order (and the world, by default)")
