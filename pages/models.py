@@ -93,5 +93,5 @@ with left:
 with right:
     points = comparison.points.assign(reference_name=comparison.points["reference"].astype(str))
     show_chart(charts.points_chart(points, "similarity_a", "similarity_b", None, "Similarity of each item",
-                                          f"A: {a.name}", f"B: {b.name}"),
+                                   "Similarity, A", "Similarity, B", [f"A: {a.name}", f"B: {b.name}"]),
                points, f"{dataset.name}-a-vs-b", "models_points")

@@ -98,7 +98,8 @@ def similarity_chart(filtered: pd.DataFrame, data: results.ResultsData, shown: r
     by_votes = not data.votes.empty
     y, y_title = ("share_yes", "Share of annotators saying 'shows an actor'") if by_votes else ("position", "Article")
     chart = charts.points_chart(points[["item_id", "external_id", "title", "similarity", y, "reference_name"]],
-                                "similarity", y, threshold, f"Similarity ({shown.name})", "Similarity", y_title)
+                                "similarity", y, threshold, "Similarity of each article", "Similarity", y_title,
+                                shown.name)
     show_chart(chart, points, f"{name}-similarity", "articles_chart", on_select=_open_point, selection="item")
 
 

@@ -221,4 +221,4 @@ def test_scatter_charts_draw_a_sample_below_altairs_row_limit() -> None:
                            "share_yes": rng.random(6000), "reference_name": "1"})
     spec = points_chart(points, "similarity", "share_yes", 0.5, "Items", "x", "y").to_dict()  # raises above 5,000
     rows = max(len(values) for values in spec["datasets"].values())
-    assert rows == POINT_LIMIT and "a random 2,000 of 6,000 items" in str(spec)
+    assert rows == POINT_LIMIT and "A random 2,000 of 6,000 items" in str(spec)
