@@ -190,8 +190,8 @@ def finished_runs(runs: list[TrainRun], measured: Mapping[int, Mapping[str, Any]
                      "best_val_loss": summary.get("best_val_loss"), "threshold": row.get("threshold"),
                      "n_evaluated": row.get("n_evaluated"), **{m: row.get(m) for m in METRIC_COLUMNS},
                      "checkpoint": run.checkpoint_path})
-    frame = pd.DataFrame(rows)
-    return frame.dropna(axis=1, how="all").astype({c: float for c in METRIC_COLUMNS if c in frame.columns})
+    frame = pd.DataFrame(rows).dropna(axis=1, how="all")  # a metric no run has (no evaluation dataset)
+    return frame.astype({c: float for c in METRIC_COLUMNS if c in frame.columns})
 
 
 # --- progress and curves -------------------------------------------------------------------------------
