@@ -26,7 +26,7 @@ if threshold.value is None:
     st.warning(f"No threshold, so no prediction to compare: {threshold.note}.")
     st.stop()
 frame = results.with_predictions(results.evaluated(data, info.id, view.subset), threshold.value)
-st.caption(f"Threshold {threshold.value:.3f} ({threshold.strategy}). " + reference_caption(frame, reference))
+st.caption(f"Threshold: {results.describe_threshold(threshold)}. " + reference_caption(frame, reference))
 
 
 def link_to_article(item_id: int) -> None:

@@ -73,7 +73,9 @@ def test_a_run_shows_the_same_f1_on_train_seeds_and_models(app_instance, evaluat
     train = open_page(app_instance, "pages/train.py")
     assert not train.exception
     assert f"F1 {expected:.3f}" in "\n".join(m.value for m in train.markdown)
-    assert train.dataframe[-1].value.set_index("seed").loc[0, "f1"] == pytest.approx(expected)
+    finished = train.dataframe[-1].value
+    assert finished.set_index("seed").loc[0, "f1"] == pytest.approx(expected)
+    assert "run" not in finished.columns  # runs are named by their seed, as the rows above them ("Seed 0")
     assert states_the_choice(train)
 
     seeds = open_page(app_instance, "pages/seeds.py")

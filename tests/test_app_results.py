@@ -80,6 +80,7 @@ def test_thresholds_show_the_libraries_numbers_and_follow_the_slider(app_instanc
 
     at.slider(key=f"thresholds_slider_{newest}").set_value(0.26).run()
     assert shown(at, "F1") == f"{metrics.compute_metrics(scores, labels, 0.26).f1:.3f}"
+    assert all(len(m.label) <= 10 for m in at.metric), "six metrics share a row: a long label is cut"
     assert shown(at, "F1") != f"{at_median.f1:.3f}"
 
 

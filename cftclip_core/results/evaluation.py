@@ -59,15 +59,16 @@ def evaluate_score_set(data: ResultsData, score_set_id: int, strategy: str, subs
 
 
 def describe_threshold(choice: ThresholdChoice) -> str:
-    """'0.231 (val-median of the 12 'val' items)': the value and how it was chosen."""
+    """"0.231 (val-median: the median similarity of 12 'val' items)": the value and how it was chosen."""
     if choice.value is None:
         return f"none ({choice.note})"
-    how = {"val-median": f"val-median: the median similarity of the {choice.n_val} '{VALIDATION_SPLIT}' items",
-           "f1-optimal": f"f1-optimal: the best F1 on the {choice.n_val} labelled '{VALIDATION_SPLIT}' items",
+    items = plural(choice.n_val, f"'{VALIDATION_SPLIT}' item")
+    how = {"val-median": f"val-median: the median similarity of {items}",
+           "f1-optimal": f"f1-optimal: the best F1 on {items}, labelled",
            "fixed": "a fixed number"}.get(choice.strategy, choice.strategy)
     if choice.note:
         how = f"{choice.strategy}: {choice.note}"
-    return f"{choice.value:.3f} ({how}, per score set)"
+    return f"{choice.value:.3f} ({how})"
 
 
 def describe_evaluation(evaluation: Evaluation, n_items: int | None = None, threshold: str | None = None) -> str:
