@@ -77,15 +77,16 @@ def styled(frame: pd.DataFrame) -> Styler:
         if pd.api.types.is_bool_dtype(values):
             continue
         if pd.api.types.is_datetime64_any_dtype(values):
-            formats[column] = _timestamp
+            formats[column] = format_timestamp
         elif pd.api.types.is_numeric_dtype(values):
             formats[column] = "{:.0f}" if _is_whole(values) else f"{{:.{DECIMALS}f}}"
         elif values.map(lambda v: isinstance(v, pd.Timestamp)).any():
-            formats[column] = _timestamp
+            formats[column] = format_timestamp
     return frame.style.format(na_rep=EMPTY).format(formats, na_rep=EMPTY)
 
 
-def _timestamp(value: pd.Timestamp) -> str:
+def format_timestamp(value: object) -> str:
+    """A time (a timestamp or ISO text) as ``YYYY-MM-DD HH:MM`` in UTC (naive times are taken as UTC)."""
     stamp = pd.Timestamp(value)
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC")

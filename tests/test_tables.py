@@ -23,6 +23,10 @@ def test_numbers_timestamps_and_empty_cells_are_written_for_people() -> None:
     assert tables.styled(frame).data.equals(frame)  # sorting and the CSV keep the values themselves
 
 
+def test_an_iso_time_is_written_without_seconds_or_offset() -> None:
+    assert tables.format_timestamp("2026-03-01T11:05:59+02:00") == "2026-03-01 09:05"
+
+
 def test_headers_are_short_with_the_long_name_as_a_tooltip() -> None:
     frame = pd.DataFrame(columns=["kappa_reference", "average_precision", "created", "name_accuracy_sd", "id"])
     config = tables.column_config(frame, {"created": "When"}, hidden=["id"])
