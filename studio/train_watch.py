@@ -76,7 +76,8 @@ def experiment_detail(app: Studio, user: User, experiment: Experiment, runs: lis
     delete_control(app, experiment, runs)
     curves = {run.id: curves_of(run.run_dir, api.log_stamp(run.run_dir)) for run in runs}
     with app.sessions() as session:
-        measured = api.run_metrics(session, [run for run in runs if run.results_at is not None])
+        measured = api.run_metrics(session, [run for run in runs if run.results_at is not None],
+                                   imported_without_gold=True)
     for run in runs:
         run_row(app, user, run, curves[run.id], measured.get(run.id))
     active = [run for run in runs if run.state in api.ACTIVE and run.cancel_requested_at is None]
@@ -101,9 +102,9 @@ def experiment_detail(app: Studio, user: User, experiment: Experiment, runs: lis
     finished = api.finished_runs(runs, measured)
     if not finished.empty:
         st.markdown("**Results of the finished runs**")
-        if measured:
-            st.caption(results.describe_evaluation(results.Evaluation()) + " As on the Models and Seeds pages "
-                       "(their defaults); choose another reference, threshold or item set there.")
+        for reference in sorted({row["reference"] for row in measured.values()}):
+            st.caption(results.describe_evaluation(results.Evaluation(reference)) + " As on the Models and Seeds "
+                       "pages with this choice; choose another reference, threshold or item set there.")
         show_table(finished)
     if any(run.eval_metrics for run in runs):
         st.page_link("pages/models.py", label="Compare these runs with other models on the Models page",

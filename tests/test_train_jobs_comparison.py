@@ -19,7 +19,7 @@ from cftclip_core.metrics import aggregate_seeds, compute_metrics, paired_seed_t
 from cftclip_core.results import Evaluation
 from cftclip_core.synthetic import WorldConfig, generate_dataset
 from train_jobs.api import ExperimentRequest, create_experiment, experiment_runs
-from train_jobs.comparison import finished_experiments, paired_comparison, seed_metrics, seed_summary
+from train_jobs.comparison import finished_experiments, paired_comparison, run_metrics, seed_metrics, seed_summary
 from train_jobs.gpus import GpuInventory
 
 CPU_ONLY = GpuInventory((), "none", "No GPU found (test).")
@@ -107,3 +107,13 @@ def test_comparison_without_shared_finished_seeds_says_what_to_do(factory, exper
 def test_only_experiments_whose_runs_all_ended_count_as_finished(factory, experiments) -> None:  # noqa: ANN001
     with factory() as session:
         assert finished_experiments(session, list(experiments.ids.values())) == [experiments.ids["model-a"]]
+
+
+def test_the_train_page_measures_against_the_imported_label_only_where_there_is_no_gold(factory, experiments) -> None:  # noqa: ANN001
+    with factory() as session:
+        runs = [r for r in experiment_runs(session, experiments.ids["model-a"])]
+        strict = run_metrics(session, runs)
+        lenient = run_metrics(session, runs, imported_without_gold=True)
+    assert all(row["reference"] == "gold" and row["n_evaluated"] == 0 for row in strict.values())  # nobody voted
+    assert [lenient[r.id]["reference"] for r in runs] == ["imported"] * 5
+    assert [lenient[r.id]["f1"] for r in runs] == pytest.approx(experiments.f1["model-a"])

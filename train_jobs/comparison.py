@@ -26,16 +26,22 @@ SUMMARY_COLUMNS = ["metric", "n", "mean", "std", "ci_low", "ci_high"]
 NOT_METRICS = {"run", "seed", "threshold", "n_evaluated", "score_set_id"}
 
 
-def run_metrics(session: Session, runs: list[TrainRun], evaluation: Evaluation = Evaluation()) -> dict[int, dict]:
+def run_metrics(session: Session, runs: list[TrainRun], evaluation: Evaluation = Evaluation(), *,
+                imported_without_gold: bool = False) -> dict[int, dict]:
     """run id -> the metrics of the score set the run imported, under ``evaluation`` (no entry for a run
-    without one): ``score_set_id``, ``threshold``, ``threshold_choice``, ``n_evaluated``, the metrics, ``note``."""
+    without one): ``score_set_id``, ``reference``, ``threshold``, ``threshold_choice``, ``n_evaluated``, the
+    metrics, ``note``. ``imported_without_gold``: on a dataset with no gold label at all, the imported label is
+    the reference (as the run's own evaluation had it); ``reference`` says which was used."""
     if not runs:
         return {}
     score_sets = session.execute(select(ScoreSet.train_run_id, ScoreSet.id, ScoreSet.dataset_id)
                                  .where(ScoreSet.train_run_id.in_([run.id for run in runs]))).all()
-    data = {dataset_id: load_results(session, dataset_id, evaluation.reference)
-            for dataset_id in {dataset_id for _, _, dataset_id in score_sets}}
-    return {run_id: {"score_set_id": score_set_id,
+    data = {}
+    for dataset_id in {dataset_id for _, _, dataset_id in score_sets}:
+        data[dataset_id] = load_results(session, dataset_id, evaluation.reference)
+        if imported_without_gold and evaluation.reference == "gold" and data[dataset_id].items["reference"].isna().all():
+            data[dataset_id] = load_results(session, dataset_id, "imported")
+    return {run_id: {"score_set_id": score_set_id, "reference": data[dataset_id].reference,
                      **evaluate_score_set(data[dataset_id], score_set_id, evaluation.strategy, evaluation.subset)}
             for run_id, score_set_id, dataset_id in score_sets}
 
