@@ -6,16 +6,15 @@ import streamlit as st
 from annotations import results as store
 from cftclip_core import results
 from cftclip_core.errors import CftClipError
+from cftclip_core.wording import plural
 from studio import charts
 from studio.common import escape_markdown, media_path, plain_text, require_role, show_error, studio
 from studio.exports import csv_button, selected, show_chart
 from studio.results_view import clear_caches, reference_caption, results_header
+from studio.tables import show_table
 
 CELL = "disagreement_cell"
 QUEUE_ROWS = 200
-ITEM_COLUMNS = {"external_id": "Id", "title": "Title", "prediction": "Model says", "reference": "Reference says",
-                "similarity": st.column_config.NumberColumn("Similarity", format="%.3f"),
-                "share_yes": st.column_config.NumberColumn("Share saying yes", format="%.2f")}
 
 user = require_role("researcher", "admin")
 app = studio()
@@ -27,7 +26,7 @@ if threshold.value is None:
     st.warning(f"No threshold, so no prediction to compare: {threshold.note}.")
     st.stop()
 frame = results.with_predictions(results.evaluated(data, info.id, view.subset), threshold.value)
-st.caption(f"Threshold {threshold.value:.3f} ({threshold.strategy}). " + reference_caption(frame, reference))
+st.caption(f"Threshold: {results.describe_threshold(threshold)}. " + reference_caption(frame, reference))
 
 
 def link_to_article(item_id: int) -> None:
@@ -58,8 +57,7 @@ with confusion_tab:
         if cell is not None:
             behind = cells[cells["cell"] == cell][["item_id", "external_id", "title", "similarity", "prediction",
                                                    "reference", "reference_source", "n_votes", "share_yes"]]
-            st.dataframe(behind, hide_index=True, width="stretch", column_config={
-                **ITEM_COLUMNS, "item_id": None, "reference_source": "Reference from", "n_votes": "Votes"})
+            show_table(behind, hidden=["item_id"])
             csv_button(behind, f"{dataset.name}-{cell}", "disagreement_cell_items")
 
 with annotators_tab:
@@ -70,10 +68,8 @@ with annotators_tab:
     else:
         show_chart(charts.annotator_chart(agreement), agreement, f"{dataset.name}-annotators",
                    "disagreement_annotators")
-        st.dataframe(agreement, hide_index=True, width="stretch", column_config={
-            "annotator": "Annotator", "n_reference": "Items vs reference", "n_model": "Items vs model",
-            **{c: st.column_config.NumberColumn(c.replace("_", " ").capitalize(), format="%.3f")
-               for c in ("agreement_reference", "kappa_reference", "agreement_model", "kappa_model")}})
+        show_table(agreement, labels={"n_reference": "Items (ref.)", "agreement_reference": "Agr. ref.",
+                                      "kappa_reference": "Kappa ref."})
         st.caption("Against gold from a majority vote, each annotator is compared with the majority of the others.")
 
 with votes_tab:
@@ -108,12 +104,9 @@ with triage_tab:
     if queue.empty:
         st.success("No model/human disagreement left here.")
     else:
-        st.caption(f"{len(queue)} disagreement(s), the most confident first (farthest from the threshold).")
-        st.dataframe(queue.head(QUEUE_ROWS)[["external_id", "title", "similarity", "margin", "prediction", "reference",
-                                             "share_yes", "verdict", "note"]],
-                     hide_index=True, width="stretch", column_config={
-                         **ITEM_COLUMNS, "margin": st.column_config.NumberColumn("Distance", format="%.3f"),
-                         "verdict": "Verdict", "note": "Note"})
+        st.caption(f"{plural(len(queue), 'disagreement')}, the most confident first (farthest from the threshold).")
+        show_table(queue.head(QUEUE_ROWS)[["external_id", "title", "similarity", "margin", "prediction", "reference",
+                                           "share_yes", "verdict", "note"]])
         csv_button(queue.drop(columns=["media_sha256"]), f"{dataset.name}-triage-queue", "triage_queue")
         names = dict(zip(queue["item_id"], queue["external_id"] + ": " + queue["title"].str.slice(0, 80)))
         chosen = st.selectbox("Item to triage", list(names), format_func=names.get, key="triage_item")
@@ -127,7 +120,7 @@ with triage_tab:
             plain_text(row["summary"])
             st.caption(f"Similarity {row['similarity']:.3f} (threshold {threshold.value:.3f}): the model says "
                        f"{row['prediction']}, the reference says {row['reference']} ({row['reference_source']}); "
-                       f"{row['n_votes']} vote(s), {row['n_yes']} saying yes.")
+                       f"{plural(int(row['n_votes']), 'vote')}, {row['n_yes']} saying yes.")
             link_to_article(int(chosen))
         with st.form(f"triage-{chosen}"):
             current = row["verdict"] if isinstance(row["verdict"], str) else None
@@ -148,5 +141,5 @@ with triage_tab:
                     st.rerun()
     with app.sessions() as session:
         hard = store.hard_cases(session, dataset.id)
-    st.caption(f"Hard cases: {len(hard)} triaged disagreement(s) in this dataset, over all its score sets.")
+    st.caption(f"Hard cases: {plural(len(hard), 'triaged disagreement')} in this dataset, over all its score sets.")
     csv_button(hard, f"{dataset.name}-hard-cases", "triage_hard_cases", "Download the hard cases (CSV)")

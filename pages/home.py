@@ -5,6 +5,7 @@ dataset with a model runs as a job; its progress shows here."""
 import streamlit as st
 
 from cftclip_core import results
+from cftclip_core.wording import plural
 from studio.articles import ITEM, article_detail, articles_table, export_button, filtered_articles, similarity_chart
 from studio.common import require_role, studio
 from studio.results_view import results_header
@@ -39,11 +40,11 @@ filtered = filtered_articles(frame)
 page, n_pages = articles_table(filtered, data, shown, view.reference)
 filtered_note = f" Filtered from {len(frame)}." if len(filtered) < len(frame) else ""
 paging_note = f" Page {page} of {n_pages}." if n_pages > 1 else ""
-st.caption(f"{len(filtered)} articles. Texts are shown as plain text.{filtered_note}{paging_note} "
+st.caption(f"{plural(len(filtered), 'article')}. Texts are shown as plain text.{filtered_note}{paging_note} "
            "Select a row, or click a point of the chart, to open the article.")
 export_button(filtered, dataset.name, threshold.value, shown)
 if shown is not None and filtered["similarity"].notna().any():
     similarity_chart(filtered, data, shown, threshold.value, dataset.name)
 
 st.subheader("Article")
-article_detail(app, data, frame, threshold)
+article_detail(app, data, filtered, threshold)

@@ -10,7 +10,8 @@ from cftclip_core.metrics import METRIC_NAMES
 from studio import charts
 from studio.common import require_role, show_error
 from studio.exports import csv_button, show_chart
-from studio.results_view import pick_score_set, results_data, results_header, version_of
+from studio.results_view import STRATEGY_HELP, pick_score_set, results_data, results_header, version_of
+from studio.tables import show_table
 
 N_BOOTSTRAP = 1000
 
@@ -34,24 +35,20 @@ def comparison_for(dataset_id: int, reference: str, version: tuple[object, ...],
 
 view = results_header("models", score_set=None, subset="Evaluate on", slots=1)
 data, dataset, reference, subset = view.data, view.dataset, view.reference, view.subset
-strategy = view.slots[0].selectbox("Threshold", results.STRATEGIES, key="models_strategy",
-                                   help="Each score set gets its own threshold by this strategy (score scales "
-                                        "differ).")
+strategy = view.slots[0].selectbox("Threshold", results.STRATEGIES, key="models_strategy", help=STRATEGY_HELP)
+evaluation = results.Evaluation(reference, strategy, subset)
 version = version_of(dataset.id)
 table = metrics_for(dataset.id, reference, version, strategy, subset)
 
 st.subheader("All score sets")
+st.caption(results.describe_evaluation(evaluation))
 if (table["n_evaluated"] == 0).all():
     st.info("No labelled item to evaluate yet: annotate on the Annotate page, settle gold on the Review page, or "
             "compare with the imported file's label if it has one.")
 if any(info.meaningless for info in data.score_sets):
     st.warning("Rows marked 'tiny model: meaningless' come from the tiny offline model with random weights.",
                icon=":material/warning:")
-st.dataframe(table.drop(columns=["score_set_id"]), hide_index=True, width="stretch", key="models_table",
-             column_config={"score_set": "Score set", "model": "Model", "text_field": "Text",
-                            "n_evaluated": "Items", "note": "Note",
-                            **{c: st.column_config.NumberColumn(c.replace("_", " "), format="%.3f")
-                               for c in ("threshold", *METRIC_NAMES, "f1_low", "f1_high")}})
+show_table(table, hidden=["score_set_id"], key="models_table")
 csv_button(table, f"{dataset.name}-models", "models_table")
 drawn = table.dropna(subset=["f1"])
 if not drawn.empty:
@@ -77,9 +74,10 @@ cols[1].metric(f"{metric} of B", charts.number(result.value_b))
 cols[2].metric("A - B", charts.number(result.difference),
                help=f"{result.confidence:.0%} interval over {result.n_resamples} paired resamples of the items")
 cols[3].metric("p-value (two-sided)", charts.number(result.p_value))
-st.caption(f"On the {comparison.n_items} labelled items both scored; {result.confidence:.0%} interval of A - B: "
-           f"[{charts.number(result.ci_low)}, {charts.number(result.ci_high)}]. Thresholds: A "
-           f"{charts.number(comparison.threshold_a)}, B {charts.number(comparison.threshold_b)} ({strategy}).")
+st.caption(results.describe_evaluation(evaluation, comparison.n_items, f"A {charts.number(comparison.threshold_a)}, "
+                                      f"B {charts.number(comparison.threshold_b)} ({strategy}, tuned per score set)")
+           + f" Both score sets scored these items. {result.confidence:.0%} interval of A - B: "
+             f"[{charts.number(result.ci_low)}, {charts.number(result.ci_high)}].")
 summary = pd.DataFrame([{"metric": metric, "a": a.name, "b": b.name, "value_a": result.value_a,
                          "value_b": result.value_b, "difference": result.difference, "ci_low": result.ci_low,
                          "ci_high": result.ci_high, "p_value": result.p_value, "n_items": comparison.n_items,
@@ -93,5 +91,5 @@ with left:
 with right:
     points = comparison.points.assign(reference_name=comparison.points["reference"].astype(str))
     show_chart(charts.points_chart(points, "similarity_a", "similarity_b", None, "Similarity of each item",
-                                          f"A: {a.name}", f"B: {b.name}"),
+                                   "Similarity, A", "Similarity, B", [f"A: {a.name}", f"B: {b.name}"]),
                points, f"{dataset.name}-a-vs-b", "models_points")

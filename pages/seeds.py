@@ -3,10 +3,13 @@ experiments compared with a paired test over the seeds both finished. Reads impo
 
 import streamlit as st
 
+from cftclip_core import results
 from cftclip_core.errors import CftClipError
 from studio import charts
 from studio.common import require_role, show_error, studio
 from studio.exports import csv_button, show_chart
+from studio.results_view import pick_evaluation
+from studio.tables import show_table
 from train_jobs import api
 
 require_role("researcher", "admin")
@@ -16,18 +19,22 @@ st.caption("The paper reports every model over five seeds (0-4): a difference be
 
 with studio().sessions() as session:
     experiments = {e.id: e.name for e in api.training_experiments(session)}
+    finished = api.finished_experiments(session, list(experiments))
 if not experiments:
     st.info("No experiment yet. Launch one on the Train page; its one-click synthetic demo brings in a real "
             "comparison on a CPU in minutes.")
     st.stop()
-chosen = st.multiselect("Experiments", list(experiments), default=list(experiments)[:6],
-                        format_func=experiments.get, key="seeds_experiments")
+chosen = st.multiselect("Experiments", list(experiments), default=finished[:6], format_func=experiments.get,
+                        key="seeds_experiments", help="Preselected: up to six experiments whose runs have all ended.")
+evaluation = pick_evaluation("seeds")
 with studio().sessions() as session:
-    per_seed = api.seed_metrics(session, chosen)
+    per_seed = api.seed_metrics(session, chosen, evaluation)
 if per_seed.empty:
-    st.info("None of these experiments has a finished run with evaluation metrics yet. Runs report here when they "
+    st.info("None of these experiments has a finished run with evaluation scores yet. Runs report here when they "
             "succeed on a labelled evaluation dataset; watch them on the Train page.")
     st.stop()
+st.caption(results.describe_evaluation(evaluation) + " Each run's metrics come from the scores it imported, as on "
+           "the Models page.")
 metric = st.selectbox("Metric", api.metric_names(per_seed), key="seeds_metric")
 summary = api.seed_summary(per_seed)
 summary = summary[summary["metric"] == metric]
@@ -35,12 +42,10 @@ if (summary["n"] < 2).any():
     st.warning("Some experiments have a single finished seed, so no spread or interval can be given; run seeds 0-4.",
                icon=":material/warning:")
 show_chart(charts.seeds_chart(per_seed, summary, metric), per_seed, f"seeds-{metric}", "seeds_chart")
-st.dataframe(summary.drop(columns=["experiment_id"]), hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="%.3f")
-                            for c in ("mean", "std", "ci_low", "ci_high")})
+show_table(summary, hidden=["experiment_id"])
 csv_button(summary, f"seeds-{metric}-summary", "seeds_summary")
 with st.expander("Every finished run"):
-    st.dataframe(per_seed.drop(columns=["experiment_id"]), hide_index=True, width="stretch")
+    show_table(per_seed, hidden=["experiment_id", "run", "score_set_id"])
     csv_button(per_seed, "seeds-runs", "seeds_runs")
 
 st.subheader("Two experiments, seed by seed")

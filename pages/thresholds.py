@@ -6,10 +6,12 @@ import streamlit as st
 
 from cftclip_core import results
 from cftclip_core.metrics import compute_metrics
+from cftclip_core.wording import plural
 from studio import charts
 from studio.common import require_role
 from studio.exports import csv_button, show_chart
 from studio.results_view import OWN_THRESHOLD, reference_caption, results_header
+from studio.tables import show_table
 
 require_role("researcher", "admin")
 st.title("Thresholds")
@@ -47,17 +49,17 @@ table = results.metrics_at(scores, labels, thresholds)
 at_mine = table.iloc[-1]
 overall = compute_metrics(scores, labels, float(mine))
 cols = st.columns(6)
-cols[0].metric("F1 at your threshold", charts.number(at_mine["f1"]))
-cols[1].metric("Precision", charts.number(at_mine["precision"]))
-cols[2].metric("Recall", charts.number(at_mine["recall"]))
-cols[3].metric("Kappa with the reference", charts.number(at_mine["kappa"]))
+cols[0].metric("F1", charts.number(at_mine["f1"]), help="At your threshold.")
+cols[1].metric("Precision", charts.number(at_mine["precision"]), help="At your threshold.")
+cols[2].metric("Recall", charts.number(at_mine["recall"]), help="At your threshold.")
+cols[3].metric("Kappa", charts.number(at_mine["kappa"]), help="Cohen's kappa with the reference, at your threshold.")
 cols[4].metric("ROC-AUC", charts.number(overall.roc_auc), help="Does not depend on the threshold.")
-cols[5].metric("Average precision", charts.number(overall.average_precision), help="Does not depend on the threshold.")
-st.caption(f"{labels.size} labelled items evaluated ({int(labels.sum())} are 1).")
-st.dataframe(table, hide_index=True, width="stretch", key="thresholds_table", column_config={
-    "threshold_name": "Threshold", **{c: st.column_config.NumberColumn(c.replace("_", " ").capitalize(), format="%.3f")
-                                      for c in ("threshold", "f1", "macro_f1", "precision", "recall", "accuracy",
-                                                "kappa")}})
+cols[5].metric("AP", charts.number(overall.average_precision), help="Average precision; does not depend on the "
+                                                                   "threshold.")
+st.caption(results.describe_evaluation(results.Evaluation(reference, "your own", view.subset), labels.size,
+                                       f"{mine:.3f} (your own, on the slider)")
+           + f" {plural(int(labels.sum()), 'of them is', 'of them are')} 1.")
+show_table(table, key="thresholds_table", labels={"threshold_name": "Strategy"})
 csv_button(table, f"{dataset.name}-threshold-metrics", "thresholds_table")
 
 curves = results.threshold_curves(scores, labels)
@@ -91,8 +93,5 @@ st.caption(f"Mean annotator kappa with the reference: {charts.number(ceiling)}; 
            + (f" at threshold {best['threshold']:.3f}." if best is not None else ".")
            + " Annotators are compared on the items they labelled; where gold is a majority vote, with the majority "
            "of the other annotators, so that nobody agrees with their own vote.")
-st.dataframe(humans, hide_index=True, width="stretch", column_config={
-    "annotator": "Annotator", "n_reference": "Items compared",
-    "agreement_reference": st.column_config.NumberColumn("Agreement", format="%.3f"),
-    "kappa_reference": st.column_config.NumberColumn("Cohen's kappa", format="%.3f")})
+show_table(humans)
 csv_button(humans, f"{dataset.name}-human-ceiling", "thresholds_humans")

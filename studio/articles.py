@@ -15,6 +15,7 @@ from studio import charts
 from studio.common import escape_markdown, media_path, plain_text, show_answers, thumbnail_uri
 from studio.exports import csv_button, selected, show_chart
 from studio.instance import Studio
+from studio.tables import show_table
 
 ROW_HEIGHT = 72  # tall enough to judge a thumbnail
 VISIBLE_ROWS = 10
@@ -71,14 +72,14 @@ def articles_table(filtered: pd.DataFrame, data: results.ResultsData, shown: res
             "reference": st.column_config.NumberColumn("Gold" if reference == "gold" else "Imported label",
                                                        width="small",
                                                        help="1 = the thumbnail shows an actor, 0 = it does not"),
-            "disagreement": st.column_config.TextColumn("Disagreement", width="small",
-                                                        help="annotators: they disagree; model: with the reference"),
+            "disagreement": st.column_config.TextColumn("Conflict", help="Disagreement. annotators: they disagree; "
+                                                                     "model: with the reference"),
             "summary": st.column_config.TextColumn("Summary", width="large"),
             "split": st.column_config.TextColumn("Split", width="small"),
-            "reference_source": st.column_config.TextColumn("Gold from", width="small"),
+            "reference_source": st.column_config.TextColumn("Gold from"),
             "flagged": st.column_config.CheckboxColumn("Flag", width="small"),
             "n_votes": st.column_config.NumberColumn("Votes", width="small"),
-            **{f"label_{name}": st.column_config.NumberColumn(f"label: {name}", width="small")
+            **{f"label_{name}": st.column_config.NumberColumn(name, help=f"{name}'s label")
                for name in data.annotators},
             **{info.column: st.column_config.NumberColumn(info.name, format="%.3f") for info in other_sets},
         },
@@ -98,13 +99,15 @@ def similarity_chart(filtered: pd.DataFrame, data: results.ResultsData, shown: r
     by_votes = not data.votes.empty
     y, y_title = ("share_yes", "Share of annotators saying 'shows an actor'") if by_votes else ("position", "Article")
     chart = charts.points_chart(points[["item_id", "external_id", "title", "similarity", y, "reference_name"]],
-                                "similarity", y, threshold, f"Similarity ({shown.name})", "Similarity", y_title)
+                                "similarity", y, threshold, "Similarity of each article", "Similarity", y_title,
+                                shown.name)
     show_chart(chart, points, f"{name}-similarity", "articles_chart", on_select=_open_point, selection="item")
 
 
 def article_detail(app: Studio, data: results.ResultsData, frame: pd.DataFrame,
                    threshold: results.ThresholdChoice) -> None:
-    """The article picker, and the chosen article in full."""
+    """The article picker (the articles of ``frame``: those the search and filters keep), and the chosen
+    article in full."""
     titles = dict(zip(frame["item_id"], frame["external_id"] + ": " + frame["title"].str.slice(0, 80)))
     if st.session_state.get(ITEM) not in titles:
         st.session_state.pop(ITEM, None)
@@ -130,13 +133,7 @@ def article_detail(app: Studio, data: results.ResultsData, frame: pd.DataFrame,
         thresholds = {info.id: results.choose_threshold(data, info.id, threshold.strategy)
                       if threshold.strategy in results.STRATEGIES else threshold for info in data.score_sets}
         st.markdown("**Similarity of each model**")
-        st.dataframe(results.model_similarities(data, detail.item_id, thresholds), hide_index=True, width="stretch",
-                     column_config={"score_set": st.column_config.TextColumn("Score set", width="medium"),
-                                    "similarity": st.column_config.NumberColumn("Similarity", format="%.3f",
-                                                                                width="small"),
-                                    "threshold": st.column_config.NumberColumn("Threshold", format="%.3f",
-                                                                               width="small"),
-                                    "prediction": st.column_config.NumberColumn("Prediction", width="small")})
+        show_table(results.model_similarities(data, detail.item_id, thresholds), labels={"prediction": "Prediction"})
         st.markdown("**Annotators**")
         if detail.answers.empty:
             st.caption("No annotator has labelled this article yet.")

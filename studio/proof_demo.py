@@ -48,6 +48,7 @@ from cftclip_core.specs.seeds import format_seeds, parse_seeds
 from studio.common import show_error
 from studio.instance import Studio
 from studio.job_widgets import remember_outcome, show_outcome
+from studio.tables import format_timestamp, show_table
 from studio.train_form import CHOSEN
 from train_jobs import api
 
@@ -140,7 +141,7 @@ def _estimate(runs: list[RunKey], measured: MeasuredPace | None, job_settings: a
     pace = measured.pace
     return (f"{size}. **Estimated {api.format_duration(eta)}** with {slots} run(s) at a time "
             f"(`CFTCLIP_CPU_JOBS={job_settings.cpu_jobs}`, {os.cpu_count()} CPU cores), at this machine's pace "
-            f"measured {measured.measured_at}: {pace.step['clip']:.2f} s per plain step, {pace.step['cft']:.2f} s per "
+            f"measured {format_timestamp(measured.measured_at)} UTC: {pace.step['clip']:.2f} s per plain step, {pace.step['cft']:.2f} s per "
             f"cft step, {pace.step['cft-m3']:.2f} s per cft-m3 step. Other work on the machine slows it down.")
 
 
@@ -206,7 +207,7 @@ def demo_section(app: Studio, user: User) -> None:
         st.caption("The pre-registered run has no results in docs/proof/ yet.")
     else:
         st.markdown("**The pre-registered result** (seeds 100–105, docs/synthetic-proof.md), as its results.csv says:")
-        st.dataframe(result, hide_index=True)
+        show_table(result)
     left, right = st.columns([1, 3], vertical_alignment="bottom")
     left.text_input("Seeds", format_seeds(PREREGISTERED_SEEDS), key="demo_seeds",
                     help="The pre-registered seeds are 100-105; other seeds run the same grid but are not the "

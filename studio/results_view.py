@@ -20,6 +20,7 @@ from annotations import results as store
 from annotations.importer import list_datasets
 from annotations.models import Dataset
 from cftclip_core import results
+from cftclip_core.wording import plural
 from studio.instance import studio
 
 TINY_WARNING = (
@@ -28,6 +29,8 @@ TINY_WARNING = (
 )
 OWN_THRESHOLD = "your own threshold"
 SUBSET_HELP = "Thresholds are tuned on the 'val' split; evaluating on it too would flatter them."
+STRATEGY_HELP = ("Each score set gets its own threshold (score scales differ). val-median: the median similarity of "
+                 "the 'val' split, label-free (the original code); f1-optimal: the best F1 on the labelled 'val' items.")
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,17 @@ def pick_reference(key: str, *, container: DeltaGenerator | None = None) -> str:
                                         "else the majority of the annotators (ties have none).")
 
 
+def pick_evaluation(page: str, subsets: list[str] | None = None) -> results.Evaluation:
+    """The reference, threshold strategy and item set of the metrics (one row of pickers), for pages that
+    show several score sets' metrics (Seeds); widget keys ``<page>_reference``, ``_strategy``, ``_subset``."""
+    cols = st.columns(3)
+    reference = pick_reference(f"{page}_reference", container=cols[0])
+    strategy = cols[1].selectbox("Threshold", results.STRATEGIES, key=f"{page}_strategy", help=STRATEGY_HELP)
+    subset = cols[2].selectbox("Evaluate on", subsets or [results.OUTSIDE_VALIDATION, results.ALL_ITEMS],
+                               key=f"{page}_subset", help=SUBSET_HELP)
+    return results.Evaluation(reference, strategy, subset)
+
+
 def pick_score_set(data: results.ResultsData, key: str, label: str = "Score set", index: int = 0,
                    container: DeltaGenerator | None = None) -> results.ScoreSetInfo:
     names = {info.id: info.name for info in data.score_sets}
@@ -130,9 +144,7 @@ def pick_threshold(data: results.ResultsData, score_set_id: int, key: str,
                    container: DeltaGenerator | None = None) -> results.ThresholdChoice:
     """A strategy (val-median, f1-optimal) or the user's own number; the threshold it gives."""
     place = container or st
-    strategy = place.selectbox("Threshold", [*results.STRATEGIES, OWN_THRESHOLD], key=key,
-                               help="val-median: median similarity of the 'val' split, label-free (the original "
-                                    "code); f1-optimal: best F1 on the labelled 'val' items.")
+    strategy = place.selectbox("Threshold", [*results.STRATEGIES, OWN_THRESHOLD], key=key, help=STRATEGY_HELP)
     if strategy != OWN_THRESHOLD:
         return results.choose_threshold(data, score_set_id, strategy)
     default = results.choose_threshold(data, score_set_id, "val-median").value or 0.0
@@ -143,10 +155,11 @@ def pick_threshold(data: results.ResultsData, score_set_id: int, key: str,
 
 def reference_caption(frame: pd.DataFrame, reference: str) -> str:
     """Which labels stand as the reference, and how many items have none (said on every page)."""
-    counts = frame["reference_source"].value_counts()
+    counts = {name: int(n) for name, n in frame["reference_source"].value_counts().items()}
     if reference == "imported":
-        return (f"Reference: the imported file's label ({int(counts.get('imported', 0))} items); "
-                f"{int(counts.get('none', 0))} items without one are left out.")
-    return (f"Reference: gold, adjudicated by a researcher for {int(counts.get('adjudicated', 0))} items and the "
-            f"annotators' majority for {int(counts.get('majority', 0))}; {int(counts.get('tie', 0))} tied and "
-            f"{int(counts.get('none', 0))} unlabelled items are left out.")
+        return (f"Reference: the imported file's label ({plural(counts.get('imported', 0), 'item')}); "
+                f"{plural(counts.get('none', 0), 'item')} without one left out.")
+    left_out = counts.get("tie", 0) + counts.get("none", 0)
+    return (f"Reference: gold, adjudicated by a researcher for {plural(counts.get('adjudicated', 0), 'item')} and the "
+            f"annotators' majority for {counts.get('majority', 0)}; {plural(left_out, 'item')} left out "
+            f"({counts.get('tie', 0)} tied, {counts.get('none', 0)} unlabelled).")

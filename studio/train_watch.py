@@ -4,15 +4,16 @@ moves by the instance's poller; this view reads, and says who polls."""
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from annotations.models import Experiment, TrainRun, User
+from cftclip_core import results
 from cftclip_core.errors import CftClipError
 from studio import charts
 from studio.common import escape_markdown
 from studio.instance import Studio
 from studio.results_view import clear_caches
+from studio.tables import show_table
 from studio.train_form import CHOSEN
 from train_jobs import api
 
@@ -35,12 +36,10 @@ def live_view(app: Studio, user: User) -> None:
     if summary.empty:
         st.info("No experiment yet: launch one above, or the synthetic proof demo.")
         return
-    st.dataframe(summary, hide_index=True, column_config={"id": None, "created": st.column_config.DatetimeColumn(
-        "created", format="YYYY-MM-DD HH:mm")})
+    show_table(summary, hidden=["id"])
     if not proof.empty:
         st.markdown("**Synthetic proof so far** (mean and standard deviation over the finished seeds)")
-        st.dataframe(proof, hide_index=True, column_config={
-            column: st.column_config.NumberColumn(column, format="%.3f") for column in proof.columns[4:]})
+        show_table(proof)
     names = dict(zip(summary["id"], summary["name"]))
     if st.session_state.get(CHOSEN) not in names:
         st.session_state[CHOSEN] = int(summary["id"].iloc[0])
@@ -76,8 +75,11 @@ def experiment_detail(app: Studio, user: User, experiment: Experiment, runs: lis
     st.caption(escape_markdown(" · ".join(part for part in about if part)))
     delete_control(app, experiment, runs)
     curves = {run.id: curves_of(run.run_dir, api.log_stamp(run.run_dir)) for run in runs}
+    with app.sessions() as session:
+        measured = api.run_metrics(session, [run for run in runs if run.results_at is not None],
+                                   imported_without_gold=True)
     for run in runs:
-        run_row(app, user, run, curves[run.id])
+        run_row(app, user, run, curves[run.id], measured.get(run.id))
     active = [run for run in runs if run.state in api.ACTIVE and run.cancel_requested_at is None]
     if len(active) > 1 and st.button(f"Cancel all {len(active)} active runs", key=f"cancel_all_{experiment.id}"):
         for run in active:
@@ -97,25 +99,31 @@ def experiment_detail(app: Studio, user: User, experiment: Experiment, runs: lis
     shown = st.selectbox("Log of", list(labels), format_func=labels.get, key=f"train_log_{experiment.id}")
     tail = "\n".join(api.log_tail(next(r for r in runs if r.id == shown).log_path).splitlines()[-LOG_LINES:])
     st.code(tail or "(nothing logged yet)", language=None, height=300)
-    finished = [api.results_row(run) for run in runs if run.results_at is not None]
-    if finished:
+    finished = api.finished_runs(runs, measured)
+    if not finished.empty:
         st.markdown("**Results of the finished runs**")
-        st.dataframe(pd.DataFrame(finished), hide_index=True)
+        for reference in sorted({row["reference"] for row in measured.values()}):
+            st.caption(results.describe_evaluation(results.Evaluation(reference)) + " As on the Models and Seeds "
+                       "pages with this choice; choose another reference, threshold or item set there.")
+        show_table(finished)
     if any(run.eval_metrics for run in runs):
         st.page_link("pages/models.py", label="Compare these runs with other models on the Models page",
                      icon=":material/leaderboard:")
 
 
-def run_row(app: Studio, user: User, run: TrainRun, curves: api.Curves) -> None:
+def run_row(app: Studio, user: User, run: TrainRun, curves: api.Curves, measured: dict | None) -> None:
     which, steps, speed, eta, outcome, action = st.columns([1.2, 2.4, 1.4, 1, 3, 1], vertical_alignment="center")
     with which:
         st.markdown(f"**Seed {run.seed}**")
         st.badge(run.state, color=BADGE_COLOURS.get(run.state, "gray"))
     text = f"step {run.step or 0}/{run.total_steps}" if run.total_steps else "no step yet"
     steps.progress(api.progress(run), text=f"{text} · {run.phase}" if run.phase else text)
-    speed.markdown(f"{run.samples_per_s:.1f} samples/s" if run.samples_per_s else "–")
+    rate = api.samples_per_second(run, curves.seconds_per_step)
+    speed.markdown(f"{rate:.1f} samples/s" if rate else "–")
+    if rate:
+        speed.caption(f"mean of the last {api.RECENT_STEPS} steps")
     eta.markdown(f"ETA {api.format_duration(api.eta_seconds(run, curves.seconds_per_step))}")
-    headline = api.headline(run)
+    headline = api.headline(run, measured)
     if headline:
         outcome.markdown(headline)
     for words in (run.reason, run.results_error and f"results not imported: {run.results_error}"):

@@ -70,7 +70,7 @@ def test_thresholds_show_the_libraries_numbers_and_follow_the_slider(app_instanc
     evaluated = frame[(frame["split"] != "val") & frame["gold"].notna()]
     scores, labels = evaluated["similarity"].to_numpy(), evaluated["gold"].to_numpy(dtype=int)
     at_median = metrics.compute_metrics(scores, labels, val_median)
-    assert shown(at, "F1 at your threshold") == f"{at_median.f1:.3f}"
+    assert shown(at, "F1") == f"{at_median.f1:.3f}"
     assert shown(at, "ROC-AUC") == f"{at_median.roc_auc:.3f}"
     table = at.dataframe[0].value.set_index("threshold_name")
     assert table.loc["val-median", "threshold"] == pytest.approx(val_median)
@@ -79,8 +79,9 @@ def test_thresholds_show_the_libraries_numbers_and_follow_the_slider(app_instanc
     assert len(at.get("vega_lite_chart")) == 5  # distributions, P/R/F1, ROC, PR, agreement with the ceiling
 
     at.slider(key=f"thresholds_slider_{newest}").set_value(0.26).run()
-    assert shown(at, "F1 at your threshold") == f"{metrics.compute_metrics(scores, labels, 0.26).f1:.3f}"
-    assert shown(at, "F1 at your threshold") != f"{at_median.f1:.3f}"
+    assert shown(at, "F1") == f"{metrics.compute_metrics(scores, labels, 0.26).f1:.3f}"
+    assert all(len(m.label) <= 10 for m in at.metric), "six metrics share a row: a long label is cut"
+    assert shown(at, "F1") != f"{at_median.f1:.3f}"
 
 
 def test_thresholds_empty_states_say_what_to_do(app_instance, tmp_path: Path) -> None:  # noqa: ANN001
@@ -122,7 +123,11 @@ def test_articles_show_every_model_vote_and_gold_and_open_a_detail(app_instance,
     target = expected.index[5]
     at.text_input(key="articles_search").input(target).run()
     assert at.dataframe[0].value["external_id"].tolist() == [target]
-    assert any(c.value.startswith("1 articles.") and "Filtered from 40" in c.value for c in at.caption)
+    assert any(c.value.startswith("1 article.") and "Filtered from 40" in c.value for c in at.caption)
+    picker = at.selectbox(key="articles_item").options  # the picker follows the search, as the table does
+    assert len(picker) == 1 and picker[0].startswith(f"{target}: ")
+    at.text_input(key="articles_search").set_value("").run()
+    assert len(at.selectbox(key="articles_item").options) == 40
 
     with factory() as session:
         item = session.scalars(select(Item).where(Item.dataset_id == seeded.dataset_id, Item.split == "train")).first()
@@ -221,4 +226,4 @@ def test_scatter_charts_draw_a_sample_below_altairs_row_limit() -> None:
                            "share_yes": rng.random(6000), "reference_name": "1"})
     spec = points_chart(points, "similarity", "share_yes", 0.5, "Items", "x", "y").to_dict()  # raises above 5,000
     rows = max(len(values) for values in spec["datasets"].values())
-    assert rows == POINT_LIMIT and "a random 2,000 of 6,000 items" in str(spec)
+    assert rows == POINT_LIMIT and "A random 2,000 of 6,000 items" in str(spec)

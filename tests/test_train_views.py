@@ -142,3 +142,13 @@ def test_demo_queues_every_world_and_arm_and_a_failure_half_way_leaves_nothing(
     made = demo.create_proof_demo(factory, instance, seeds=(0, 1))
     assert len(made) == len(demo.proof_grid()) == 9 and [e.name for e in made][:2] == [  # "1" is taken above
         "Synthetic proof 2: many world, zero-shot", "Synthetic proof 2: many world, clip"]
+
+
+def test_samples_per_second_is_smoothed_over_the_recent_steps_not_the_last_one(tmp_path: Path) -> None:
+    records = [{"step": s, "loss": 1.0, "data_time": 0.1, "step_time": 0.4 if s < 30 else 4.9} for s in range(1, 31)]
+    (tmp_path / views.TRAIN_LOG).write_text("".join(json.dumps(r) + "\n" for r in records))
+    curves = views.read_curves(tmp_path)
+    run = TrainRun(config={"batch_size": 8}, samples_per_s=8 / 5.0)  # the heartbeat: the last, slow step only
+    # 19 steps of 0.5 s and one of 5 s: 8 samples / 0.725 s, not 8 / 5 s
+    assert views.samples_per_second(run, curves.seconds_per_step) == pytest.approx(8 / ((19 * 0.5 + 5.0) / 20))
+    assert views.samples_per_second(run, None) is None

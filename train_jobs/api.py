@@ -5,11 +5,19 @@ The queue moves by the instance's ``Poller`` (the app starts one; ``request_poll
 ``create_proof_demo`` from a form (``latest_demo`` for its progress), ``training_experiments`` + ``experiment_runs`` and the view functions
 (summaries, curves, ETA, headline) for the live view, ``log_tail`` for a run's log, ``cancel_run``,
 ``resume_run`` and ``delete_experiment`` from buttons, ``discover_gpus`` to show the machine; seeds compared
-with ``seed_metrics``, ``seed_summary`` and ``paired_comparison``. Scoring: ``queue_scoring`` and
+with ``seed_metrics``, ``seed_summary`` and ``paired_comparison`` (``run_metrics``: a run's metrics as every page
+computes them; ``finished_experiments``: those the Seeds page preselects). Scoring: ``queue_scoring`` and
 ``score_jobs``.
 """
 
-from train_jobs.comparison import metric_names, paired_comparison, seed_metrics, seed_summary
+from train_jobs.comparison import (
+    finished_experiments,
+    metric_names,
+    paired_comparison,
+    run_metrics,
+    seed_metrics,
+    seed_summary,
+)
 from train_jobs.demo import create_proof_demo, latest_demo
 from train_jobs.experiments import (
     DEFAULT_SEEDS,
@@ -32,6 +40,7 @@ from train_jobs.scoring import ScoreJob, ScoreRequest, queue_scoring, score_jobs
 from train_jobs.settings import JobSettings, SlurmSettings
 from train_jobs.states import ACTIVE, FINAL, SUCCEEDED
 from train_jobs.views import (
+    RECENT_STEPS,
     Curves,
     as_text,
     counterfactual_command,
@@ -41,6 +50,7 @@ from train_jobs.views import (
     eta_seconds,
     experiment_curves,
     experiment_summaries,
+    finished_runs,
     form_defaults,
     format_duration,
     headline,
@@ -50,6 +60,7 @@ from train_jobs.views import (
     progress,
     proof_comparison,
     read_curves,
+    samples_per_second,
     slurm_available,
     split_overlaps,
     training_experiments,
@@ -58,14 +69,15 @@ from train_jobs.views import (
 )
 
 __all__ = [
-    "ACTIVE", "DEFAULT_SEEDS", "FINAL", "SUCCEEDED", "CancelResult", "Curves", "ExperimentError", "ExperimentRequest",
+    "ACTIVE", "DEFAULT_SEEDS", "RECENT_STEPS", "FINAL", "SUCCEEDED", "CancelResult", "Curves", "ExperimentError", "ExperimentRequest",
     "GpuInventory", "JobSettings", "PollReport", "Poller", "PollerStatus", "ScoreJob", "ScoreRequest", "SlurmSettings",
     "alive_poller", "as_text", "can_resume", "cancel_run", "counterfactual_command", "counterfactual_recipes",
     "counterfactuals_per_item", "create_experiment",
     "create_proof_demo", "create_proof_experiment", "default_launchers", "delete_experiment", "describe",
-    "discover_gpus", "eta_seconds", "experiment_curves", "experiment_runs", "experiment_summaries", "form_defaults",
+    "discover_gpus", "eta_seconds", "experiment_curves", "experiment_runs", "experiment_summaries", "finished_experiments",
+    "finished_runs", "form_defaults",
     "format_duration", "headline", "import_results", "list_experiments", "log_stamp", "log_tail", "metric_names",
     "own_checkpoints", "paired_comparison", "parse_seeds", "poll", "progress", "proof_comparison", "latest_demo",
-    "queue_scoring", "read_curves", "request_poll", "results_row", "resume_run", "score_jobs", "seed_metrics",
+    "queue_scoring", "read_curves", "samples_per_second", "request_poll", "results_row", "resume_run", "run_metrics", "score_jobs", "seed_metrics",
     "seed_summary", "slurm_available", "split_overlaps", "training_experiments", "typed_values", "unique_name",
 ]

@@ -1,7 +1,10 @@
 """Experiments compared across seeds: per-seed metrics, their mean / std / t-interval, and a paired
 test between two experiments on the seeds both finished (the paper reports five seeds per model).
 
-Reads only imported results (``TrainRun.eval_metrics``), never run folders.
+Each run's metrics are computed from the score set its evaluation imported (``ScoreSet.train_run_id``) by
+``cftclip_core.results.evaluate_score_set`` under an ``Evaluation`` (reference, threshold strategy, items):
+the function and defaults the Models page uses, so a run shows the same F1 on the Train, Seeds and Models
+pages. Never reads run folders.
 """
 
 from __future__ import annotations
@@ -12,31 +15,68 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from annotations.models import Experiment, TrainRun
+from annotations.models import Experiment, ScoreSet, TrainRun
+from annotations.results import load_results
 from cftclip_core.errors import EvaluationError
 from cftclip_core.metrics import aggregate_seeds, paired_seed_test
+from cftclip_core.results import METRIC_COLUMNS, Evaluation, evaluate_score_set
 from train_jobs import states
-from train_jobs.results import results_row
 
 SUMMARY_COLUMNS = ["metric", "n", "mean", "std", "ci_low", "ci_high"]
-NOT_METRICS = {"run", "seed", "state", "steps", "best_val_loss", "threshold", "checkpoint"}
+NOT_METRICS = {"run", "seed", "threshold", "n_evaluated", "score_set_id"}
 
 
-def seed_metrics(session: Session, experiment_ids: list[int]) -> pd.DataFrame:
-    """One row per finished run with imported evaluation metrics: experiment, seed, run, metrics.
+def run_metrics(session: Session, runs: list[TrainRun], evaluation: Evaluation = Evaluation(), *,
+                imported_without_gold: bool = False) -> dict[int, dict]:
+    """run id -> the metrics of the score set the run imported, under ``evaluation`` (no entry for a run
+    without one): ``score_set_id``, ``reference``, ``threshold``, ``threshold_choice``, ``n_evaluated``, the
+    metrics, ``note``. ``imported_without_gold``: on a dataset with no gold label at all, the imported label is
+    the reference (as the run's own evaluation had it); ``reference`` says which was used."""
+    if not runs:
+        return {}
+    score_sets = session.execute(select(ScoreSet.train_run_id, ScoreSet.id, ScoreSet.dataset_id)
+                                 .where(ScoreSet.train_run_id.in_([run.id for run in runs]))).all()
+    data = {}
+    for dataset_id in {dataset_id for _, _, dataset_id in score_sets}:
+        data[dataset_id] = load_results(session, dataset_id, evaluation.reference)
+        if imported_without_gold and evaluation.reference == "gold" and data[dataset_id].items["reference"].isna().all():
+            data[dataset_id] = load_results(session, dataset_id, "imported")
+    return {run_id: {"score_set_id": score_set_id, "reference": data[dataset_id].reference,
+                     **evaluate_score_set(data[dataset_id], score_set_id, evaluation.strategy, evaluation.subset)}
+            for run_id, score_set_id, dataset_id in score_sets}
+
+
+def seed_metrics(session: Session, experiment_ids: list[int], evaluation: Evaluation = Evaluation()) -> pd.DataFrame:
+    """One row per succeeded run whose evaluation scores were imported: experiment, seed, run, score set,
+    threshold, items evaluated and the metrics under ``evaluation`` (see ``run_metrics``).
 
     A seed run again (a relaunch) counts once, with its latest successful run.
     """
     names = dict(session.execute(select(Experiment.id, Experiment.name).where(Experiment.id.in_(experiment_ids))).all())
-    runs = session.scalars(select(TrainRun).where(TrainRun.experiment_id.in_(experiment_ids),
-                                                  TrainRun.state == states.SUCCEEDED,
-                                                  TrainRun.eval_metrics.is_not(None))
-                           .order_by(TrainRun.experiment_id, TrainRun.seed, TrainRun.id))
+    runs = list(session.scalars(select(TrainRun).where(TrainRun.experiment_id.in_(experiment_ids),
+                                                       TrainRun.state == states.SUCCEEDED)
+                                .order_by(TrainRun.experiment_id, TrainRun.seed, TrainRun.id)))
+    measured = run_metrics(session, runs, evaluation)
     rows = {}
     for run in runs:
-        rows[(run.experiment_id, run.seed)] = {"experiment_id": run.experiment_id,
-                                               "experiment": names[run.experiment_id], **results_row(run)}
-    return pd.DataFrame(list(rows.values()))
+        if run.id in measured:
+            row = measured[run.id]
+            rows[(run.experiment_id, run.seed)] = {
+                "experiment_id": run.experiment_id, "experiment": names[run.experiment_id], "seed": run.seed,
+                "run": run.id, "score_set_id": row["score_set_id"], "threshold": row["threshold"],
+                "n_evaluated": row["n_evaluated"], **{m: row.get(m) for m in METRIC_COLUMNS}}
+    frame = pd.DataFrame(list(rows.values()))
+    return frame.astype({m: float for m in METRIC_COLUMNS}) if not frame.empty else frame
+
+
+def finished_experiments(session: Session, experiment_ids: list[int]) -> list[int]:
+    """Of ``experiment_ids`` (in their order), those whose runs have all ended and at least one succeeded."""
+    states_of: dict[int, set[str]] = {}
+    for experiment_id, state in session.execute(select(TrainRun.experiment_id, TrainRun.state)
+                                                .where(TrainRun.experiment_id.in_(experiment_ids))):
+        states_of.setdefault(experiment_id, set()).add(state)
+    return [i for i in experiment_ids if states.SUCCEEDED in states_of.get(i, set())
+            and not states_of[i] & set(states.ACTIVE)]
 
 
 def metric_names(frame: pd.DataFrame) -> list[str]:

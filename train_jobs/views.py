@@ -23,12 +23,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from annotations.models import RUN_STATES, Experiment, Item, TrainRun
+from cftclip_core.results import METRIC_COLUMNS
 from cftclip_core.specs.counterfactuals import RECIPE_COLUMN, counterfactual_texts
 from cftclip_core.specs.seeds import parse_seeds  # noqa: F401 - the form's seed parser, re-exported for pages
 from cftclip_core.specs.training import TrainConfig, as_text, typed_values  # noqa: F401 - the form's, for pages
 from train_jobs import states
 from train_jobs.experiments import counterfactual_command, list_experiments  # noqa: F401 - the hint, for pages
-from train_jobs.results import results_row
 
 TRAIN_LOG = "log.jsonl"  # the trainer's step and validation records (run folder contract)
 CURVE_POINTS = 300  # points per chart, all runs together
@@ -167,13 +167,31 @@ def proof_comparison(session: Session) -> pd.DataFrame:
     return table.reset_index()[columns]
 
 
-def headline(run: TrainRun) -> str:
-    """A finished run's main numbers in one line ('' before it has any)."""
-    row = {**results_row(run), **{k: v for k, v in (run.metrics or {}).items() if k in PROOF_METRICS}}
+def headline(run: TrainRun, measured: Mapping[str, Any] | None = None) -> str:
+    """A finished run's main numbers in one line ('' before it has any): ``measured`` (its score set's metrics,
+    ``comparison.run_metrics``), or a proof run's own metrics; else its best validation loss."""
+    row = {**(measured or {}), **{k: v for k, v in (run.metrics or {}).items() if k in PROOF_METRICS}}
     parts = [f"{label} {row[key]:.3f}" for key, label in HEADLINE if _number(row.get(key)) is not None]
-    if not parts and _number(row.get("best_val_loss")) is not None:
-        parts.append(f"best validation loss {row['best_val_loss']:.3f}")
+    best = _number((run.metrics or {}).get("best_val_loss"))
+    if not parts and best is not None:
+        parts.append(f"best validation loss {best:.3f}")
     return " · ".join(parts)
+
+
+def finished_runs(runs: list[TrainRun], measured: Mapping[int, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per run with imported results: seed, state, steps, best validation loss, and (``measured``,
+    from ``comparison.run_metrics``) threshold, items evaluated and metrics; the checkpoint last."""
+    rows = []
+    for run in runs:
+        if run.results_at is None:
+            continue
+        summary, row = run.metrics or {}, measured.get(run.id, {})
+        rows.append({"seed": run.seed, "state": run.state, "steps": summary.get("steps"),
+                     "best_val_loss": summary.get("best_val_loss"), "threshold": row.get("threshold"),
+                     "n_evaluated": row.get("n_evaluated"), **{m: row.get(m) for m in METRIC_COLUMNS},
+                     "checkpoint": run.checkpoint_path})
+    frame = pd.DataFrame(rows).dropna(axis=1, how="all")  # a metric no run has (no evaluation dataset)
+    return frame.astype({c: float for c in METRIC_COLUMNS if c in frame.columns})
 
 
 # --- progress and curves -------------------------------------------------------------------------------
@@ -262,6 +280,15 @@ def eta_seconds(run: TrainRun, seconds_per_step: float | None) -> float | None:
             return None
         seconds_per_step = batch / run.samples_per_s
     return max(0, run.total_steps - run.step) * seconds_per_step
+
+
+def samples_per_second(run: TrainRun, seconds_per_step: float | None) -> float | None:
+    """The training speed smoothed over the last ``RECENT_STEPS`` steps (batch size / their mean data + compute
+    time), not the last step's alone, which jumps with every slow batch; None while unknown."""
+    batch = _number((run.config or {}).get("batch_size"))
+    if not seconds_per_step or batch is None:
+        return None
+    return batch / seconds_per_step
 
 
 def format_duration(seconds: float | None) -> str:

@@ -5,7 +5,7 @@ triage queue, and score sets side by side. Pure functions over frames: no databa
 """
 
 from cftclip_core.results.articles import DISAGREEMENTS, ArticleFilter, articles, filter_articles, model_similarities
-from cftclip_core.results.comparison import METRIC_COLUMNS, Comparison, compare_score_sets, metrics_table
+from cftclip_core.results.comparison import Comparison, compare_score_sets, metrics_table
 from cftclip_core.results.data import (
     ALL_ITEMS,
     OUTSIDE_VALIDATION,
@@ -21,6 +21,13 @@ from cftclip_core.results.data import (
     with_predictions,
 )
 from cftclip_core.results.disagreement import CELLS, confusion_cells, confusion_counts, triage_queue
+from cftclip_core.results.evaluation import (
+    METRIC_COLUMNS,
+    Evaluation,
+    describe_evaluation,
+    describe_threshold,
+    evaluate_score_set,
+)
 from cftclip_core.results.humans import human_agreement, human_ceiling, model_agreement_with_annotators
 from cftclip_core.results.thresholds import (
     STRATEGIES,
@@ -33,9 +40,9 @@ from cftclip_core.results.thresholds import (
 
 __all__ = [
     "ALL_ITEMS", "CELLS", "DISAGREEMENTS", "METRIC_COLUMNS", "OUTSIDE_VALIDATION", "REFERENCES", "STRATEGIES",
-    "VALIDATION_SPLIT", "ArticleFilter", "Comparison", "ResultsData", "ResultsError", "ScoreSetInfo",
+    "VALIDATION_SPLIT", "ArticleFilter", "Comparison", "Evaluation", "ResultsData", "ResultsError", "ScoreSetInfo",
     "ThresholdChoice", "articles", "choose_threshold", "compare_score_sets", "confusion_cells", "confusion_counts",
-    "evaluated", "filter_articles", "human_agreement", "human_ceiling", "label_name", "labelled", "metrics_at",
+    "describe_evaluation", "describe_threshold", "evaluate_score_set", "evaluated", "filter_articles", "human_agreement", "human_ceiling", "label_name", "labelled", "metrics_at",
     "metrics_table", "model_agreement_with_annotators", "model_similarities", "predict", "similarity_histogram",
     "threshold_curves", "triage_queue", "with_predictions",
 ]

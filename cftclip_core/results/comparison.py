@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 
 from cftclip_core import metrics
-from cftclip_core.results.data import OUTSIDE_VALIDATION, ResultsData, ResultsError, evaluated, labelled
+from cftclip_core.results.data import OUTSIDE_VALIDATION, ResultsData, ResultsError, evaluated
+from cftclip_core.results.evaluation import METRIC_COLUMNS, evaluate_score_set
 from cftclip_core.results.thresholds import HISTOGRAM_BINS, choose_threshold
-
-METRIC_COLUMNS = ("f1", "macro_f1", "precision", "recall", "accuracy", "roc_auc", "average_precision", "spearman")
 
 
 def metrics_table(data: ResultsData, strategy: str, subset: str = OUTSIDE_VALIDATION,
@@ -21,21 +20,9 @@ def metrics_table(data: ResultsData, strategy: str, subset: str = OUTSIDE_VALIDA
     labelled evaluated items, and a bootstrap interval of F1. ``note`` says why a row has no numbers."""
     rows = []
     for info in data.score_sets:
-        choice = choose_threshold(data, info.id, strategy)
-        scores, labels = labelled(evaluated(data, info.id, subset))
-        row: dict[str, object] = {"score_set_id": info.id, "score_set": info.name, "model": info.model_name,
-                                  "text_field": info.text_field, "n_evaluated": int(scores.size),
-                                  "threshold": choice.value, "note": choice.note}
-        if choice.value is not None and scores.size:
-            report = metrics.evaluate(scores, labels, metrics.Threshold(choice.value, choice.strategy, choice.n_val),
-                                      n_bootstrap=n_bootstrap, seed=seed)
-            row.update(report.metrics.values())
-            if report.bootstrap is not None:
-                row["f1_low"], row["f1_high"] = report.bootstrap.intervals["f1"]
-            row["note"] = "; ".join(filter(None, [choice.note, *report.metrics.notes]))
-        elif not scores.size:
-            row["note"] = "no labelled item to evaluate: label items, or pick another reference or subset"
-        rows.append(row)
+        row = evaluate_score_set(data, info.id, strategy, subset, n_bootstrap, seed)
+        rows.append({"score_set_id": info.id, "score_set": info.name, "model": info.model_name,
+                     "text_field": info.text_field, **row})
     columns = ["score_set_id", "score_set", "model", "text_field", "n_evaluated", "threshold", *METRIC_COLUMNS,
                "f1_low", "f1_high", "note"]
     return pd.DataFrame(rows).reindex(columns=columns)

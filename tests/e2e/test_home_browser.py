@@ -42,7 +42,7 @@ def test_first_visit_shows_the_demo_and_scoring_is_a_job_that_survives_a_reload_
     server = start_streamlit()
     sign_in(page, server.base_url, "rita", PASSWORD)  # a researcher lands on Articles
 
-    caption = page.get_by_test_id("stCaptionContainer").filter(has_text="articles. Texts are shown as plain text.")
+    caption = page.get_by_test_id("stCaptionContainer").filter(has_text="Texts are shown as plain text.")
     expect(caption).to_have_text(re.compile(r"^26 articles\."))  # waits for the first start (demo import)
     expect(page.get_by_test_id("stHeading").get_by_role("heading", level=1)).to_have_text("Articles")
     expect(page.get_by_role("combobox", name="Dataset")).to_have_value("demo")

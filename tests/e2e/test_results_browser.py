@@ -58,12 +58,12 @@ def test_threshold_slider_changes_f1_and_a_chart_point_opens_the_article(
 
     sign_in(page, streamlit_server, "rita", PASSWORD)
     page.get_by_test_id("stSidebar").get_by_role("link", name="Thresholds").click()
-    expect(metric_value(page, "F1 at your threshold")).to_have_text(f"{f1:.3f}")
+    expect(metric_value(page, "F1")).to_have_text(f"{f1:.3f}")
     expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(5)
     screenshot(page, "thresholds")
     page.get_by_role("slider").focus()
     page.keyboard.press("End")  # the highest threshold: nothing predicted 1, so F1 is 0
-    expect(metric_value(page, "F1 at your threshold")).to_have_text("0.000")
+    expect(metric_value(page, "F1")).to_have_text("0.000")
     expect(metric_value(page, "Recall")).to_have_text("0.000")
 
     page.get_by_test_id("stSidebar").get_by_role("link", name="Articles").click()
@@ -71,8 +71,8 @@ def test_threshold_slider_changes_f1_and_a_chart_point_opens_the_article(
     search = page.get_by_label("Search titles, summaries and ids")
     search.fill(target["external_id"])
     search.press("Enter")
-    expect(page.get_by_test_id("stCaptionContainer").filter(has_text="articles. Texts are shown")).to_contain_text(
-        "1 articles.")
+    expect(page.get_by_test_id("stCaptionContainer").filter(has_text="Texts are shown as plain text")).to_contain_text(
+        "1 article.")
     chart = page.get_by_test_id("stVegaLiteChart")
     expect(chart).to_have_count(1)
     chart.locator("canvas, svg.marks").first.click()  # anywhere in the plot: the nearest (only) point
