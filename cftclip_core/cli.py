@@ -44,7 +44,7 @@ from cftclip_core.instance import instance_dir
 from cftclip_core.media_store import MediaStore
 from cftclip_core.scoring import PRECISIONS, ScoreOptions
 from cftclip_core.specs.replication import REPLICATE_ORIGINAL, THRESHOLD_SOURCES, resolve_threshold_from
-from cftclip_core.specs.training import TrainConfig, as_text
+from cftclip_core.specs.training import FIELD_CHOICES, TrainConfig, as_text, field_help
 from cftclip_core.table_images import check_table_images
 from cftclip_core.training import train
 
@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cftclip_core", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cftclip_core",
+        description="Score, evaluate and fine-tune CLIP models, and make their datasets, in the instance folder "
+                    "the app uses ($CFTCLIP_INSTANCE or ./instance).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -169,16 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
                               "eval-val for f1-optimal)")
     trainer.add_argument("--eval-precision", choices=PRECISIONS, default=None,
                          help="precision of --eval's scoring (default: fp32)")
-    defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flags = [f"--{f.name.replace('_', '-')}", *TRAIN_FLAG_ALIASES.get(f.name, [])]
-        switch = {"nargs": "?", "const": "true"} if str(f.type).startswith("bool") else {}  # --flag alone: true
-        trainer.add_argument(*flags, dest=f"cfg_{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(),
-                             help=f"{f.name} (default: {as_text(getattr(defaults, f.name)) or 'none'})"
+        options = {"choices": FIELD_CHOICES[f.name]} if f.name in FIELD_CHOICES else {"metavar": f.name.upper()}
+        if str(f.type).startswith("bool"):
+            options.update(nargs="?", const="true")  # --flag alone: true
+        trainer.add_argument(*flags, dest=f"cfg_{f.name}", default=argparse.SUPPRESS,
+                             help=field_help(f.name)
                              + (f"; {REPLICATE_ORIGINAL.flag} alone: the released code's choices "
                                 f"({', '.join(f'{k}={as_text(v)}' for k, v in REPLICATE_ORIGINAL.train.items())}, "
                                 f"threshold from {REPLICATE_ORIGINAL.threshold_from}, fp32 scoring)"
-                                if f.name == "replicate_original" else ""), **switch)
+                                if f.name == "replicate_original" else ""), **options)
     trainer.set_defaults(run=run_train)
     return parser
 

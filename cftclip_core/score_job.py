@@ -131,7 +131,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cftclip_core.score_job", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cftclip_core.score_job",
+        description="Score every image-text pair of a pairs table with one model: the job the app's "
+                    "scoring queue starts, writing a run folder.")
     parser.add_argument("--pairs", required=True, type=Path, help="CSV with key, image, text")
     parser.add_argument("--model", required=True, help="hub id, local model folder, or tiny-demo")
     parser.add_argument("--text-field", choices=TEXT_FIELDS, required=True, help="which text the pairs carry")

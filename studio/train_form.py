@@ -10,10 +10,9 @@ import streamlit as st
 from annotations.importer import list_datasets
 from annotations.models import User
 from cftclip_core.errors import CftClipError, ConfigError
-from cftclip_core.specs.counterfactuals import LONG_TEXTS
 from cftclip_core.specs.models import KNOWN_MODELS, tower_depths
 from cftclip_core.specs.replication import THRESHOLD_SOURCES
-from cftclip_core.specs.training import ITEM_SUBSETS, LOSSES, PRECISIONS, SCHEDULES, TEXT_FIELDS
+from cftclip_core.specs.training import FIELD_CHOICES, LOSSES, field_help
 from studio import train_presets as presets
 from studio.common import escape_markdown
 from studio.instance import Studio
@@ -29,8 +28,7 @@ HYPERPARAMETERS = ("lr", "weight_decay", "batch_size", "max_epochs", "schedule",
                    "item_subset", "long_texts", "ties_improve")
 COUNTERFACTUAL_OPTIONS = ("counterfactuals_per_text", "temperature")
 ADVANCED = ("precision", "device", "num_workers", "gradient_checkpointing")
-CHOICES = {"schedule": SCHEDULES, "text_field": TEXT_FIELDS, "precision": PRECISIONS, "item_subset": ITEM_SUBSETS,
-           "long_texts": LONG_TEXTS, "ties_improve": ("false", "true")}
+CHOICES = {**FIELD_CHOICES, "ties_improve": ("false", "true")}  # fields shown as a choice box
 THRESHOLD_FROM = {"train-val": "the training run's validation pairs (train-val, the original code's)",
                   "eval-val": "the evaluation dataset's 'val' rows (eval-val)"}
 OTHER_MODEL = "other"
@@ -72,20 +70,19 @@ def launch_section(app: Studio, user: User, inventory: api.GpuInventory) -> None
 
 def config_fields(names: tuple[str, ...], per_row: int = 4) -> None:
     """``TrainConfig`` fields as inputs, ``per_row`` a row: a choice box where the field has a fixed set of
-    values, else its text (typed when the experiment is created; a bad value is refused naming the field).
-    Fields the replication preset sets are locked while it is on."""
+    values, else its text (typed when the experiment is created; a bad value is refused naming the field),
+    with ``field_help`` as the tooltip. Fields the replication preset sets are locked while it is on."""
     defaults = api.form_defaults()
     for start in range(0, len(names), per_row):
         for column, name in zip(st.columns(per_row), names[start:start + per_row]):
             key, default, locked = f"train_cfg_{name}", api.as_text(defaults[name]), presets.preset_locks(name)
+            tip = (field_help(name) + ("; empty: none" if defaults[name] is None else "")
+                   + ("; set by replicate_original" if locked else ""))
             if name in CHOICES:
                 column.selectbox(name, CHOICES[name], index=list(CHOICES[name]).index(default), key=key,
-                                 disabled=locked,
-                                 help=f"{name}; default {default}" + ("; set by replicate_original" if locked else ""))
+                                 disabled=locked, help=tip)
             else:
-                column.text_input(name, default, key=key, disabled=locked,
-                                  help=f"{name}; default {default or 'none'}"
-                                       + ("; empty: none" if defaults[name] is None else ""))
+                column.text_input(name, default, key=key, disabled=locked, help=tip)
 
 
 def dataset_inputs(app: Studio, datasets: dict[int, str]) -> int:

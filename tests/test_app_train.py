@@ -17,6 +17,7 @@ from annotations.db import make_engine, session_factory, write_session
 from annotations.importer import import_dataset
 from annotations.models import Experiment, TrainRun
 from cftclip_core.formats import read_table
+from cftclip_core.specs.training import field_help
 from tests.conftest import app_test
 from train_jobs import runfiles, states
 from train_jobs.api import ExperimentRequest, Poller, create_experiment, experiment_runs, poll
@@ -174,6 +175,8 @@ def test_launch_queues_one_run_per_seed_with_the_forms_config_and_shows_them(
     assert at.text_input(key="train_seeds").value == "0-4"  # the paper's seeds
     assert at.text_input(key="train_cfg_lr").value == "0.0001"  # the paper's hyperparameters, pre-filled
     assert at.text_input(key="train_cfg_batch_size").value == "128"
+    assert at.text_input(key="train_cfg_lr").help == field_help("lr")  # what it does, then the default
+    assert at.text_input(key="train_cfg_max_steps").help == field_help("max_steps") + "; empty: none"
     assert at.radio(key="train_loss").value == "cft"
     assert any("carries 1 counterfactual text(s) per item" in plain(c.value) for c in at.caption)
     launch(fill_tiny_experiment(at, dataset))
@@ -444,6 +447,7 @@ def test_replication_preset_sets_and_locks_the_original_codes_choices(
     assert at.selectbox(key="train_cfg_schedule").value == "cosine"
     at.checkbox(key="train_cfg_replicate_original").check().run()
     assert at.selectbox(key="train_cfg_schedule").value == "periodic" and at.selectbox(key="train_cfg_schedule").disabled
+    assert at.selectbox(key="train_cfg_schedule").help == field_help("schedule") + "; set by replicate_original"
     assert at.selectbox(key="train_cfg_long_texts").value == "drop"
     assert at.selectbox(key="train_cfg_ties_improve").value == "true"
     assert at.selectbox(key="train_threshold_from").value == "train-val"

@@ -9,7 +9,7 @@ import pytest
 
 from cftclip_core.errors import ConfigError
 from cftclip_core.specs.seeds import check_seeds, format_seeds, parse_seeds
-from cftclip_core.specs.training import LOSSES, TrainConfig, as_text, typed_values
+from cftclip_core.specs.training import FIELD_CHOICES, FIELD_HELP, LOSSES, TrainConfig, as_text, typed_values
 
 TORCH_FREE = ["cftclip_core.specs.training", "cftclip_core.specs.seeds", "cftclip_core.specs.counterfactuals",
               "cftclip_core.specs.replication", "cftclip_core.specs.models"]
@@ -45,6 +45,16 @@ def test_form_text_round_trips_and_bad_text_is_refused_naming_the_field() -> Non
         TrainConfig.from_mapping({"batch_sise": 8})
     with pytest.raises(ConfigError, match="lr=nan is not valid"):
         TrainConfig.from_mapping({"lr": float("nan")})
+
+
+def test_every_training_field_says_what_it_does_and_fixed_sets_are_what_validate_accepts() -> None:
+    assert list(FIELD_HELP) == list(TrainConfig.field_names())  # a new field needs its help: --help and the form
+    assert all(text.strip() and "%" not in text for text in FIELD_HELP.values())  # argparse reads % as a format
+    defaults = TrainConfig()
+    for name, allowed in FIELD_CHOICES.items():
+        assert getattr(defaults, name) in allowed
+        with pytest.raises(ConfigError, match=f"{name}='bogus' is not valid"):
+            TrainConfig(**{name: "bogus"}).validate()
 
 
 def test_seeds_parse_format_and_check() -> None:

@@ -176,6 +176,16 @@ def test_cli_list_settles_finished_runs_and_says_whether_a_poller_runs(factory, 
     assert "seed 1: queued" in out and "no poller is running for this instance" in out
 
 
+def test_cli_list_without_experiments_says_how_to_make_one(factory, instance, capsys,  # noqa: ANN001
+                                                          monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("CFTCLIP_INSTANCE", str(instance.instance_dir))
+    monkeypatch.setenv("CFTCLIP_DATABASE_URL", instance.database_url)
+    assert jobs_cli(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "No experiments yet" in out and "the Train page" in out and "not queued" in out
+    assert "no poller is running for this instance" in out
+
+
 def test_cli_poll_watch_waits_for_the_apps_poller_then_takes_over(instance, factory) -> None:  # noqa: ANN001
     app_poller = Poller(instance, owner="the app", interval_s=0.2, factory=factory)
     thread = running(app_poller)

@@ -24,10 +24,16 @@ from train_jobs.resume import resume_run
 from train_jobs.settings import JobSettings
 
 EXIT_USER_ERROR = 2
+NO_EXPERIMENTS = ("No experiments yet. Create one in the app (streamlit run app.py): the Train page queues training "
+                  "runs, the Articles page scoring jobs. Runs of `python -m cftclip_core train` are not queued and "
+                  "do not show here.")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train_jobs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m train_jobs",
+        description="Run and inspect the instance's queue of training and scoring jobs: poll it, list the "
+                    "experiments, cancel or resume a run, list the GPUs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = parser.add_subparsers(dest="command", required=True)
     watch = sub.add_parser("poll", help="reconcile the runs and launch queued ones")
@@ -82,7 +88,10 @@ def _run(args: argparse.Namespace, settings: Settings, factory, job_settings: Jo
         return 0
     refresh(factory, settings, job_settings)  # list: what ended meanwhile is settled first
     with factory() as session:
-        for experiment in list_experiments(session):
+        experiments = list_experiments(session)
+        if not experiments:
+            print(NO_EXPERIMENTS)
+        for experiment in experiments:
             print(f"experiment {experiment.id} {experiment.name} ({experiment.kind}, {experiment.backend}, "
                   f"{experiment.gpus_per_run} GPU(s) per run) in {experiment.folder}")
             for run in experiment_runs(session, experiment.id):

@@ -1,11 +1,11 @@
 """The synthetic proof: does counterfactual (name-swap) fine-tuning teach a CLIP people's names better than
 the same loss without counterfactuals, and than plain contrastive fine-tuning? Pre-registered protocol
 and results: docs/synthetic-proof.md. Specification (worlds, arms, doses, settings, seeds; no torch):
-``cftclip_core.specs.proof``.
+cftclip_core.specs.proof.
 
-Two synthetic worlds (``cftclip_core.synthetic``), 16 people each: ``many`` (128 contexts: a random batch
+Two synthetic worlds (cftclip_core.synthetic), 16 people each: 'many' (128 contexts: a random batch
 of 64 rarely holds two items of one context, so contexts alone tell batch items apart, as with real
-news) and ``few`` (6 contexts: random batches are full of same-context negatives that differ by name).
+news) and 'few' (6 contexts: random batches are full of same-context negatives that differ by name).
 Each seed renders its own world (looks, who has which name, contexts, the images) unless --data-seed
 holds it fixed.
 
@@ -16,12 +16,12 @@ dose for the same steps on the same batches: zero-shot (not trained), clip (symm
 scale), i2t (image-to-text at a fixed temperature), cft (i2t + 1 name-swap counterfactual per caption,
 the paper's), cft-m3 (3 counterfactuals).
 
-Commands (``python -m cftclip_core.proof ...``):
+Commands (python -m cftclip_core.proof ...):
 
   all --out DIR [--seeds 100-105] [--worlds many,few] [--arms A,B] [--data-seed S] [--jobs N]
       [--cache CACHE] [SETTINGS]
       The pre-registered grid by default (each world's own arms). Every (world, arm, seed) is its own
-      ``run`` process, N at a time, in DIR/runs/WORLD/ARM/seed-S (output in its run.log); runs already
+      'run' process, N at a time, in DIR/runs/WORLD/ARM/seed-S (output in its run.log); runs already
       finished there are kept, so the same command resumes. Then writes DIR/results.csv, DIR/table.md
       and DIR/dose-response.svg. Exit 0, or 1 when a run failed.
   run --world W --arm A --seed S [--data-seed D] --out RUN_DIR --cache CACHE [SETTINGS]
@@ -32,7 +32,7 @@ Commands (``python -m cftclip_core.proof ...``):
       Aggregates the finished runs under DIR into results.csv, table.md and dose-response.svg.
   calibrate [--timed-steps N] [SETTINGS]
       Prints this machine's pace as JSON (seconds per training step of each arm, per embedded image and
-      text, per process start), from which ``cftclip_core.proof.plan`` estimates a grid's time.
+      text, per process start), from which cftclip_core.proof.plan estimates a grid's time.
 
 SETTINGS, the same flags for all, run and calibrate (defaults: the pre-registered values):
   --train-items 3000 --val-items 400 --test-items 800   images per world render
@@ -43,12 +43,12 @@ SETTINGS, the same flags for all, run and calibrate (defaults: the pre-registere
   --temperature 0.05    the fixed temperature of i2t and cft
   --device cpu
 
-CACHE (default DIR/cache for ``all``) holds the rendered worlds, the pixel cache and the stage-0 runs,
+CACHE (default DIR/cache for 'all') holds the rendered worlds, the pixel cache and the stage-0 runs,
 each in a folder named by a hash of everything it depends on and built under a file lock. The run
-folder's contents: ``cftclip_core.proof.runs``. Each run process uses one CPU thread; results depend
+folder's contents: cftclip_core.proof.runs. Each run process uses one CPU thread; results depend
 only on the settings and seeds.
 
-Modules: ``cache`` (worlds, stage 0), ``model`` (the tiny CLIP, trainer configs), ``evaluation``,
-``batches`` (false negatives), ``runs`` (one run), ``runner`` (``all``), ``results`` (collecting,
-tests), ``report`` (table, figure), ``plan`` (work and ETA; torch-free), ``calibrate``, ``cli``.
+Modules: cache (worlds, stage 0), model (the tiny CLIP, trainer configs), evaluation,
+batches (false negatives), runs (one run), runner ('all'), results (collecting,
+tests), report (table, figure), plan (work and ETA; torch-free), calibrate, cli.
 """

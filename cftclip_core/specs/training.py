@@ -52,40 +52,37 @@ _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 @dataclass
 class TrainConfig:
-    """Every training choice, with the paper's (or its released code's) value as the default."""
+    """Every training choice, with the paper's (or its released code's) value as the default; what each does:
+    ``FIELD_HELP``."""
 
-    model: str = DEFAULT_MODEL  # backbone: hub id or local folder (the paper: CLIP ViT-L/14)
-    loss: str = "cft"  # one of LOSSES; "cft" is the paper's
-    temperature: float = DEFAULT_TEMPERATURE  # ignored by the learned-scale losses
-    lr: float = 1e-4  # AdamW learning rate (the paper)
-    weight_decay: float = 0.01  # torch AdamW's default, which the original code kept
-    batch_size: int = 128  # the paper; training drops the last incomplete batch, validation keeps it
-    max_epochs: int = 20  # the paper
-    schedule: str = "cosine"  # "cosine": decays once over the run; "periodic": the original code's
-    # CosineAnnealingLR(T_max=100) stepped per iteration (0 at step 100, back to lr at 200); "constant"
-    warmup_steps: int = 0  # linear warm-up steps before the schedule (the paper: none)
-    val_every_steps: int = 160  # the original code's cadence at batch 128 (20,480 samples); the paper says 20
-    patience: int = 5  # validations without improvement before stopping (the paper)
-    freeze_text_layers: int = 11  # text embeddings + layers 0..k-1 frozen (the paper: 11 of ViT-L's 12)
-    freeze_vision_layers: int = 0  # vision embeddings + layers 0..k-1 frozen (the paper: 0)
-    counterfactuals_per_text: int = 1  # counterfactual texts per item used as negatives (the paper: 1)
-    seed: int = 0  # python, numpy and torch seeds, and the data order (the paper: 0-4)
-    precision: str = "auto"  # "auto" (bf16 where supported), "bf16" (autocast) or "fp32"
-    grad_clip: float | None = None  # max gradient norm; None = no clipping (the paper)
-    text_field: str = "summary"  # the text trained on (the paper: summary)
-    max_steps: int | None = None  # stop after this many optimiser steps (tests and demos)
-    device: str | None = None  # None: the model's device if given, else cuda when available, else cpu
-    num_workers: int = 0  # DataLoader worker processes
-    gradient_checkpointing: bool | None = None  # recompute activations in backward; None: on for CUDA runs
-    pixel_cache_dir: str | None = None  # share across runs so later seeds decode no image; None: out_dir/pixel-cache
-    snapshot_steps: tuple[int, ...] = ()  # also save the model after these steps, in out_dir/snapshots/step-N
-    long_texts: str = "truncate"  # texts over the model's token window: "truncate" (cut, counted) or "drop" (the
-    # original: such texts never reached training)
-    ties_improve: bool = False  # a validation loss equal to the best counts as improvement (the original's
-    # EarlyStopping); the product stops on strict improvement
-    item_subset: str = "counterfactual"  # "counterfactual": every loss trains on the items cft can use (those with
-    # counterfactuals), so ablations compare like with like; "all": losses without counterfactuals use every item
-    replicate_original: bool = False  # the released code's behaviour (specs.replication.REPLICATE_ORIGINAL)
+    model: str = DEFAULT_MODEL
+    loss: str = "cft"
+    temperature: float = DEFAULT_TEMPERATURE
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    batch_size: int = 128
+    max_epochs: int = 20
+    schedule: str = "cosine"  # "periodic": the original's CosineAnnealingLR(T_max=100) stepped per iteration
+    warmup_steps: int = 0
+    val_every_steps: int = 160
+    patience: int = 5
+    freeze_text_layers: int = 11
+    freeze_vision_layers: int = 0
+    counterfactuals_per_text: int = 1
+    seed: int = 0
+    precision: str = "auto"
+    grad_clip: float | None = None
+    text_field: str = "summary"
+    max_steps: int | None = None
+    device: str | None = None  # None with a model given to ``train``: that model's device
+    num_workers: int = 0
+    gradient_checkpointing: bool | None = None
+    pixel_cache_dir: str | None = None
+    snapshot_steps: tuple[int, ...] = ()
+    long_texts: str = "truncate"
+    ties_improve: bool = False  # True: the original's EarlyStopping (delta 0)
+    item_subset: str = "counterfactual"
+    replicate_original: bool = False  # specs.replication.REPLICATE_ORIGINAL
 
     # --- building ---------------------------------------------------------------------------------------
     @classmethod
@@ -185,6 +182,62 @@ class TrainConfig:
     @property
     def loss_spec(self) -> LossSpec:
         return LOSSES[self.loss]
+
+
+# What each field does, for a researcher: --help and the Train form's tooltips (``field_help`` adds the default).
+FIELD_HELP: dict[str, str] = {
+    "model": "The CLIP model to fine-tune: a hub id or a local model folder; the paper used CLIP ViT-L/14",
+    "loss": "The training loss: cft (the paper's) is image-to-text InfoNCE with the counterfactual texts as "
+            "extra negatives; clip, i2t and cftsym are the comparisons",
+    "temperature": "Fixed softmax temperature of i2t and cft (the paper: 0.05); clip and cftsym learn their "
+                   "scale and ignore it",
+    "lr": "AdamW learning rate, 1e-4 in the paper",
+    "weight_decay": "AdamW weight decay; the original code kept torch's default, 0.01",
+    "batch_size": "Items per batch, negatives of one another (the paper: 128); training drops the last "
+                  "incomplete batch, validation keeps it",
+    "max_epochs": "Most passes over the training items, 20 in the paper",
+    "schedule": "Learning-rate schedule: cosine decays once over the run, periodic is the original code's "
+                "repeating 100-step cosine (lr 0 at step 100, back to lr at 200), constant keeps lr",
+    "warmup_steps": "Steps of linear learning-rate warm-up before the schedule; the paper used none",
+    "val_every_steps": "Optimiser steps between validations: 160 in the original code (20,480 samples at batch "
+                       "128), 20 in the paper's text",
+    "patience": "Validations without improvement before training stops early, 5 in the paper",
+    "freeze_text_layers": "Freeze the text embeddings and the first k text layers (the paper: 11 of ViT-L/14's "
+                          "12); 0 freezes nothing",
+    "freeze_vision_layers": "Freeze the vision embeddings and the first k vision layers; 0 (the paper's) freezes "
+                            "nothing",
+    "counterfactuals_per_text": "Counterfactual texts per item that cft and cftsym use as negatives, 1 in the paper",
+    "seed": "Seed of Python, NumPy and torch and of the data order; the paper ran seeds 0-4",
+    "precision": "Training precision: auto (bf16 where the device supports it), bf16 (autocast) or fp32, the "
+                 "original code's",
+    "grad_clip": "Largest gradient norm, clipped above it; none (the paper's): no clipping",
+    "text_field": "The item text trained on, title or summary; the paper trained on summary",
+    "max_steps": "Stop after this many optimiser steps, for tests and demos; none: train for max_epochs",
+    "device": "Torch device to train on, e.g. cuda:1; none: cuda when available, else cpu",
+    "num_workers": "DataLoader worker processes that prepare batches; 0: the training process itself",
+    "gradient_checkpointing": "Recompute activations in the backward pass, saving GPU memory for time; none: on "
+                              "for CUDA runs",
+    "pixel_cache_dir": "Folder of decoded images; share it across runs so later seeds decode none; none: the "
+                       "run folder's pixel-cache",
+    "snapshot_steps": "Also save the model after these optimiser steps (e.g. 100,500), in the run folder's "
+                      "snapshots/step-N",
+    "long_texts": "Texts longer than the model's token window: truncate (cut and counted) or drop, as the "
+                  "original code did: they never reach training",
+    "ties_improve": "Count a validation loss equal to the best as improvement, as the original code's early "
+                    "stopping did; false: only a lower loss counts",
+    "item_subset": "Which items train: counterfactual (those with counterfactuals, for every loss, so ablations "
+                   "compare like with like) or all, where losses without counterfactuals use every item",
+    "replicate_original": "Replicate the released code exactly, undoing the product's fixes",
+}
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {  # the fields with a fixed set of values
+    "loss": tuple(LOSSES), "schedule": SCHEDULES, "precision": PRECISIONS, "text_field": TEXT_FIELDS,
+    "long_texts": LONG_TEXTS, "item_subset": ITEM_SUBSETS,
+}
+
+
+def field_help(name: str) -> str:
+    """What a ``TrainConfig`` field does, then its default: ``--help`` and the Train form say it so."""
+    return f"{FIELD_HELP[name]} (default: {as_text(getattr(TrainConfig, name)) or 'none'})"
 
 
 def typed_values(texts: Mapping[str, str]) -> dict[str, Any]:
