@@ -15,46 +15,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from annotations.db import write_session
-from annotations.models import Experiment, TrainRun, utcnow
+from annotations.models import TrainRun
 from cftclip_core.errors import CftClipError
+from tests.train_jobs_helpers import queue_quick_runs
 from train_jobs import locks, procs, runfiles
 from train_jobs.api import Poller, alive_poller, poll, request_poll
 from train_jobs.cli import main as jobs_cli
 from train_jobs.poller import read_status
 from train_jobs.settings import JobSettings
 
-QUICK_JOB = '''
-import json, os, sys, time
-out = sys.argv[sys.argv.index("--out") + 1]
-os.makedirs(out, exist_ok=True)
-with open(os.path.join(out, "heartbeat.json"), "w") as f:
-    json.dump({"time": time.time(), "pid": os.getpid(), "phase": "training", "step": 1, "total_steps": 1}, f)
-time.sleep(float(os.environ.get("QUICK_JOB_SECONDS", "0.5")))
-'''
-
 
 @pytest.fixture
 def quick_runs(factory, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201
     """An experiment of two queued runs of the stand-in job, one CPU slot: the second waits for the first."""
-    folder = tmp_path / "jobs-code"
-    folder.mkdir()
-    (folder / "quick_job.py").write_text(QUICK_JOB)
-    monkeypatch.setenv("PYTHONPATH", str(folder))
-    monkeypatch.setenv("CFTCLIP_CPU_JOBS", "1")
-    root = instance.instance_dir / "runs" / "quick"
-    with write_session(factory) as session:
-        experiment = Experiment(name="quick", kind="train", config={}, config_hash="0" * 64, backend="local",
-                                gpus_per_run=0, folder=str(root), created_at=utcnow())
-        session.add(experiment)
-        session.flush()
-        for seed in (0, 1):
-            run_dir = root / f"seed-{seed}"
-            session.add(TrainRun(experiment_id=experiment.id, seed=seed, state="queued", reason="",
-                                 command=["python", "-m", "quick_job", "--out", str(run_dir)], config={},
-                                 config_hash="0" * 64, backend="local", n_gpus=0, gpus=[], run_dir=str(run_dir),
-                                 log_path=str(run_dir / "job.log"), created_at=utcnow(), results_error=""))
-    yield experiment.id
+    yield queue_quick_runs(factory, instance.instance_dir / "runs" / "quick", tmp_path / "jobs-code", monkeypatch)
     with factory() as session:
         for run in session.scalars(select(TrainRun)):
             if run.pid:

@@ -14,10 +14,10 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from annotations.db import write_session
-from annotations.models import Experiment, TrainRun, utcnow
+from annotations.models import TrainRun
 from annotations.settings import Settings
 from annotations.users import create_user
+from tests.train_jobs_helpers import queue_quick_runs
 from train_jobs.poller import read_status
 
 if TYPE_CHECKING:
@@ -26,38 +26,14 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "a long test password"
-QUICK_JOB = """
-import json, os, sys, time
-out = sys.argv[sys.argv.index("--out") + 1]
-os.makedirs(out, exist_ok=True)
-with open(os.path.join(out, "heartbeat.json"), "w") as f:
-    json.dump({"time": time.time(), "pid": os.getpid(), "phase": "training", "step": 1, "total_steps": 1}, f)
-time.sleep(2)
-"""
 
 
 @pytest.fixture
 def e2e_setup(e2e_db: sessionmaker[Session], e2e_instance: Path, tmp_path: Path,
               monkeypatch: pytest.MonkeyPatch) -> None:
     """A researcher, and an experiment of two queued stand-in runs sharing one CPU slot."""
-    code = tmp_path / "jobs-code"
-    code.mkdir()
-    (code / "quick_job.py").write_text(QUICK_JOB)
-    monkeypatch.setenv("PYTHONPATH", str(code))  # the servers' environment, which their jobs inherit
-    monkeypatch.setenv("CFTCLIP_CPU_JOBS", "1")
     create_user(e2e_db, "rita", PASSWORD, "researcher")
-    root = e2e_instance / "runs" / "quick"
-    with write_session(e2e_db) as session:
-        experiment = Experiment(name="quick", kind="train", config={}, config_hash="0" * 64, backend="local",
-                                gpus_per_run=0, folder=str(root), created_at=utcnow())
-        session.add(experiment)
-        session.flush()
-        for seed in (0, 1):
-            run_dir = root / f"seed-{seed}"
-            session.add(TrainRun(experiment_id=experiment.id, seed=seed, state="queued", reason="",
-                                 command=["python", "-m", "quick_job", "--out", str(run_dir)], config={},
-                                 config_hash="0" * 64, backend="local", n_gpus=0, gpus=[], run_dir=str(run_dir),
-                                 log_path=str(run_dir / "job.log"), created_at=utcnow(), results_error=""))
+    queue_quick_runs(e2e_db, e2e_instance / "runs" / "quick", tmp_path / "jobs-code", monkeypatch, seconds=2)
 
 
 def wait_for(condition: Callable[[], object], what: str, seconds: float = 180.0) -> object:
