@@ -122,16 +122,32 @@ def app_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN2
     st.cache_data.clear()
 
 
+def sessions(settings):  # noqa: ANN001, ANN201 - returns a sessionmaker
+    """A session factory on the app instance's database (``app_instance``'s settings)."""
+    from annotations.db import make_engine, session_factory
+
+    return session_factory(make_engine(settings.database_url))
+
+
+def labels_in(settings) -> list[tuple[int, str, int | None]]:  # noqa: ANN001
+    """Every label in the database as (item id, username, value)."""
+    from sqlalchemy import select
+
+    from annotations.models import Label, User
+
+    with sessions(settings)() as session:
+        return session.execute(select(Label.item_id, User.username, Label.value).join(User)).all()
+
+
 def app_test(settings, page: str = "app.py", *, user: tuple[str, str] | None = None):  # noqa: ANN001, ANN201
     """An AppTest of ``page``, signed in as ``user`` = (username, role), created on first use."""
     from streamlit.testing.v1 import AppTest
 
-    from annotations.db import make_engine, session_factory
     from annotations.users import create_user, get_user, start_session
 
     at = AppTest.from_file(str(APP_ROOT / page), default_timeout=60)
     if user is not None:
-        factory = session_factory(make_engine(settings.database_url))
+        factory = sessions(settings)
         username, role = user
         with factory() as session:
             try:

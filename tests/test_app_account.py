@@ -5,17 +5,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from annotations.db import make_engine, session_factory
 from annotations.models import LoginSession
 from annotations.users import authenticate, start_session, user_for_session
-from tests.conftest import app_test
+from tests.conftest import app_test, sessions
 
 ANNOTATOR = ("ann", "annotator")
 OLD = "correct horse battery"  # what tests.conftest.app_test gives new accounts
 
-
-def sessions(settings):  # noqa: ANN001, ANN201
-    return session_factory(make_engine(settings.database_url))
 
 
 def change(at, current: str, new: str, repeat: str | None = None):  # noqa: ANN001, ANN201

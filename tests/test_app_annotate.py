@@ -11,28 +11,20 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select, update
 
-from annotations.db import make_engine, session_factory
 from annotations.importer import import_dataset
 from annotations.labeling import REASONS, cast_vote, next_item
-from annotations.models import Dataset, Label, LabelEvent, Lease, User, utcnow
+from annotations.models import Dataset, Label, LabelEvent, Lease, utcnow
 from annotations.score_sets import store_score_set
 from annotations.users import create_user
 from cftclip_core.formats import read_table
 from studio.annotate import actions
 from studio.annotate.keys import KEYS
-from tests.conftest import app_test, make_image
+from tests.conftest import app_test, labels_in, make_image, sessions
 
 ANNOTATOR = ("ann", "annotator")
 ADMIN = ("ada", "admin")
 
 
-def sessions(settings):  # noqa: ANN001, ANN201
-    return session_factory(make_engine(settings.database_url))
-
-
-def labels_in(settings) -> list[tuple[int, str, int | None]]:  # noqa: ANN001
-    with sessions(settings)() as session:
-        return session.execute(select(Label.item_id, User.username, Label.value).join(User)).all()
 
 
 def looked_at_card(at, settings) -> None:  # noqa: ANN001

@@ -9,16 +9,13 @@ import time
 
 from sqlalchemy import select
 
-from annotations.db import make_engine, session_factory, write_session
+from annotations.db import write_session
 from annotations.models import TrainRun
-from tests.conftest import app_test
+from tests.conftest import app_test, sessions
 from train_jobs.api import FINAL, poll
 
 RESEARCHER = ("rita", "researcher")
 
-
-def sessions(settings):  # noqa: ANN001, ANN201
-    return session_factory(make_engine(settings.database_url))
 
 
 def plain(text: str) -> str:

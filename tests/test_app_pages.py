@@ -8,24 +8,16 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from annotations.db import make_engine, session_factory
 from annotations.labeling import release_leases
-from annotations.models import Label, Lease, User
+from annotations.models import Lease, User
 from cftclip_core.demo import demo_table_path
-from tests.conftest import app_test, make_image
+from tests.conftest import app_test, make_image, sessions
 
 ANNOTATOR = ("ann", "annotator")
 RESEARCHER = ("rita", "researcher")
 ADMIN = ("ada", "admin")
 
 
-def sessions(settings):  # noqa: ANN001, ANN201
-    return session_factory(make_engine(settings.database_url))
-
-
-def labels_in(settings) -> list[tuple[int, str, int | None]]:  # noqa: ANN001
-    with sessions(settings)() as session:
-        return session.execute(select(Label.item_id, User.username, Label.value).join(User)).all()
 
 
 def reopened(settings, at):  # noqa: ANN001, ANN201

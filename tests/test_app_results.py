@@ -11,22 +11,18 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from annotations.db import make_engine, session_factory
 from annotations.labeling import cast_vote
 from annotations.models import Item, TriageDecision
 from annotations.review import gold_frame
 from annotations.score_sets import scores_frame
 from annotations.users import create_user
 from cftclip_core import metrics
-from tests.conftest import app_test
+from tests.conftest import app_test, sessions
 from tests.test_results import Seeded, seed_results
 
 RESEARCHER = ("rita", "researcher")
 RESULTS_PAGES = ["pages/thresholds.py", "pages/disagreement.py", "pages/models.py"]
 
-
-def sessions(settings):  # noqa: ANN001, ANN201
-    return session_factory(make_engine(settings.database_url))
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from annotations.db import make_engine, session_factory, write_session
+from annotations.db import write_session
 from annotations.importer import import_dataset
 from annotations.models import Experiment, TrainRun
 from cftclip_core.formats import read_table
 from cftclip_core.specs.training import field_help
-from tests.conftest import app_test
+from tests.conftest import app_test, sessions
 from train_jobs import runfiles, states
 from train_jobs.api import ExperimentRequest, Poller, create_experiment, experiment_runs, poll
 from train_jobs.gpus import Gpu
@@ -28,9 +28,6 @@ RESEARCHER = ("rita", "researcher")
 PAGE = "pages/train.py"
 TWO_GPUS = [Gpu(0, "Test GPU", 80_000, 1_000, 5), Gpu(1, "Test GPU", 80_000, 500, 0)]
 
-
-def sessions(settings):  # noqa: ANN001, ANN201
-    return session_factory(make_engine(settings.database_url))
 
 
 class StandInLauncher:

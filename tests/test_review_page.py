@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import select
 
-from annotations.db import make_engine, session_factory
 from annotations.importer import import_dataset
 from annotations.labeling import DEFAULT_GUIDELINES, cast_vote, next_item
 from annotations.models import ControlItem, Dataset, GoldLabel, ItemComment, Lease
@@ -19,13 +18,10 @@ from annotations.score_sets import store_score_set
 from annotations.users import create_user
 from cftclip_core.demo import demo_table_path
 from cftclip_core.formats import read_table
-from tests.conftest import app_test
+from tests.conftest import app_test, sessions
 
 RESEARCHER = ("rita", "researcher")
 
-
-def sessions(settings):  # noqa: ANN001, ANN201
-    return session_factory(make_engine(settings.database_url))
 
 
 def review(settings, tab: str = "Agreement", dataset: str = "votes"):  # noqa: ANN001, ANN201
