@@ -9,6 +9,10 @@ transactions short: one writer at a time holds the file.
 A write the database cannot make for a reason outside the studio (full disk, read-only file, a lock
 held too long) becomes a ``DatabaseError`` with one plain message: never the SQL statement or its
 values, which may hold people's data.
+
+One Streamlit server serves every browser tab from one engine, a thread per tab, besides its queue
+poller: the connection pool (``POOL``) has room for 20 annotators voting at once with a double click
+each, so none waits on the pool, and stays well under PostgreSQL's default of 100 connections.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from cftclip_core.errors import CftClipError
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 5.0
+POOL = {"pool_size": 10, "max_overflow": 30}  # see the module docstring
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _BEGIN_OPTION = "cftclip_sqlite_begin"  # execution option read by the SQLite "begin" hook
 _UPGRADE_LOCK_KEY = 0x0CF7C11  # PostgreSQL advisory lock id serialising concurrent upgrades
@@ -74,7 +79,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         ) from None
     if parsed.get_backend_name() != "sqlite":
         try:
-            return create_engine(parsed, echo=echo, pool_pre_ping=True)
+            return create_engine(parsed, echo=echo, pool_pre_ping=True, **POOL)
         except (ImportError, NoSuchModuleError) as exc:
             raise DatabaseError(
                 f"Cannot use {safe_url(url)}: its database driver is not installed ({exc}). For PostgreSQL "
@@ -85,6 +90,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         # One shared connection, or each checkout would see its own empty in-memory database.
         kwargs["connect_args"]["check_same_thread"] = False
         kwargs["poolclass"] = StaticPool
+    else:
+        kwargs.update(POOL)
     engine = create_engine(parsed, echo=echo, **kwargs)
     _configure_sqlite(engine)
     return engine

@@ -169,6 +169,22 @@ def test_sqlite_engine_settings(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_twenty_annotators_double_clicking_at_once_each_get_a_connection_without_waiting(db_url: str) -> None:
+    """One server's engine serves every tab: 25 requests at once (20 annotators, 5 of them double clicking)
+    must not queue for the pool, where a slow machine turned the wait into timeouts."""
+    engine = make_engine(db_url)
+    engine.pool._timeout = 0.5  # a checkout that would wait for a free connection fails at once instead
+    connections = []
+    try:
+        for _ in range(25):
+            connections.append(engine.connect())
+            assert connections[-1].exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        for conn in connections:
+            conn.close()
+        engine.dispose()
+
+
 def test_concurrent_read_then_write_sessions_do_not_fail_on_sqlite(tmp_path: Path) -> None:
     """Each writer reads the dataset count and inserts a dataset named after it. With deferred
     transactions the second writer would read a stale count (or hit 'database is locked')."""

@@ -295,9 +295,15 @@ def test_two_annotators_label_with_the_keyboard_and_a_researcher_sees_the_agreem
     # Alice again, on her 8th item: a double click and a double key press count once each, and the next
     # card stays untouched; a number key picks a reason; Z zooms; H lists the keys; then at phone width.
     alice.team += bruno.labelled
-    # The second click goes to whichever Yes button is on the page 80 ms later: the old card's, still
-    # shown while the next one is drawn, or the next card's as soon as it is there.
-    clicked, spared = alice.twice(lambda: alice_page.get_by_role("button", name="Yes").first.click(), 1)
+    # A double click is two clicks at one point of the screen, 80 ms apart: the second goes to whatever is
+    # there by then, the old card's Yes button, still shown while the next one is drawn, or the next card's.
+    # (A locator's click would wait for a button it can act on, which on a slow machine can be the next
+    # card's, long after it appeared: no longer a double click.)
+    alice.settled_card()
+    yes = alice_page.get_by_role("button", name="Yes").first.bounding_box()
+    assert yes is not None
+    clicked, spared = alice.twice(
+        lambda: alice_page.mouse.click(yes["x"] + yes["width"] / 2, yes["y"] + yes["height"] / 2), 1)
     pressed, untouched = alice.twice(lambda: alice_page.keyboard.press("n"), 0)
     assert pressed == spared
     with e2e_db() as session:

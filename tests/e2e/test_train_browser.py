@@ -165,6 +165,8 @@ def test_two_five_seed_experiments_survive_an_app_restart_and_finish_with_metric
 
     # Watch until the first runs are done and others are still on their way, then stop the server.
     wait_for(lambda: runs_by_state(e2e_db).get(SUCCEEDED), "a first run to succeed")
+    # The page shows the experiment launched last, whose runs wait for CPU slots: look at the one training.
+    choose(page, "Experiment", "cft-e2e")
     expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()  # the live loss curves
     screenshot(page, "train-live")
     wait_for(lambda: runs_by_state(e2e_db).get("running"), "a run to be training")
